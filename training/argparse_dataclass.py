@@ -1,0 +1,51 @@
+"""Build argparse flags from a dataclass: one `--flag` per field, help from the field docstring."""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import inspect
+import textwrap
+import typing
+from pathlib import Path
+
+
+def field_docs(cls) -> dict[str, str]:
+    """The string literal under each field of a dataclass (litgpt-style field docs)."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body
+    docs = {}
+    for node, nxt in zip(body, body[1:], strict=False):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(nxt, ast.Expr)
+            and isinstance(getattr(nxt, "value", None), ast.Constant)
+        ):
+            docs[node.target.id] = str(nxt.value.value)
+    return docs
+
+
+def add_dataclass_args(parser: argparse.ArgumentParser, cls) -> None:
+    docs = field_docs(cls)
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        kind = hints[f.name]
+        help_text = docs.get(f.name, "")
+        required = f.default is dataclasses.MISSING
+        if kind is bool:
+            parser.add_argument(flag, action="store_true", help=help_text)
+        else:
+            default = None if required else f.default
+            parser.add_argument(
+                flag,
+                type=Path if kind is Path else kind,
+                required=required,
+                default=default,
+                help=help_text + ("" if required else f" (default: {default})"),
+            )
+
+
+def dataclass_from_args(cls, args: argparse.Namespace):
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})

@@ -1,0 +1,75 @@
+"""Tokenize chat examples for SFT (loss on the reply only) and serve them in resumable order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from training.data.generation import chat_prompt_ids
+from training.data.schema import Example
+
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class Encoded:
+    input_ids: list[int]
+    labels: list[int]
+
+
+def encode(tokenizer, example: Example, max_len: int) -> Encoded:
+    """Prompt in the chat template, then the reply and the end-of-turn token; labels on the reply.
+
+    Long rows keep their start (the prompt) and lose the end of the reply.
+    """
+    prompt = chat_prompt_ids(tokenizer, example.messages)
+    reply = tokenizer(example.completion, add_special_tokens=False)["input_ids"]
+    reply = reply + [tokenizer.eos_token_id]
+    ids = (prompt + reply)[:max_len]
+    labels = ([IGNORE] * len(prompt) + reply)[:max_len]
+    return Encoded(ids, labels)
+
+
+def collate(items: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad a training batch (positions then start at 0 for every row)."""
+    width = max(len(e.input_ids) for e in items)
+    ids = torch.full((len(items), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(items), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(items), width), dtype=torch.long)
+    for i, e in enumerate(items):
+        n = len(e.input_ids)
+        ids[i, :n] = torch.tensor(e.input_ids)
+        labels[i, :n] = torch.tensor(e.labels)
+        mask[i, :n] = 1
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+class BatchSchedule:
+    """Batch `step` is a pure function of (seed, step): a resumed run sees the same data."""
+
+    def __init__(self, items: list[Encoded], batch_size: int, pad_id: int, seed: int):
+        if not items:
+            raise ValueError("no training rows")
+        self.items, self.batch_size, self.pad_id, self.seed = items, batch_size, pad_id, seed
+        self.per_epoch = -(-len(items) // batch_size)
+
+    def batch(self, step: int) -> dict[str, torch.Tensor]:
+        epoch, i = divmod(step, self.per_epoch)
+        order = torch.randperm(
+            len(self.items), generator=torch.Generator().manual_seed(self.seed + epoch)
+        )
+        picked = order[i * self.batch_size : (i + 1) * self.batch_size].tolist()
+        return collate([self.items[j] for j in picked], self.pad_id)
+
+
+def causal_lm_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean cross-entropy over reply tokens."""
+    device = next(model.parameters()).device
+    batch = {k: v.to(device) for k, v in batch.items()}
+    # fp32 master weights everywhere; on CUDA the matmuls run in bf16 under autocast.
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    return torch.nn.functional.cross_entropy(
+        logits[:, :-1].flatten(0, 1).float(), batch["labels"][:, 1:].flatten(), ignore_index=IGNORE
+    )

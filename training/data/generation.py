@@ -1,0 +1,72 @@
+"""Batched greedy generation from chat prompts (base-model answers, evaluation replies)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+
+def chat_prompt_ids(tokenizer, messages: Sequence[dict]) -> list[int]:
+    """Token ids of the chat-formatted prompt, ending with the assistant generation header."""
+    ids = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True)
+    # transformers 5 returns a BatchEncoding; 4.x a plain list (or a batch of one).
+    if isinstance(ids, Mapping):
+        ids = ids["input_ids"]
+    if isinstance(ids, torch.Tensor):
+        ids = ids.tolist()
+    if ids and isinstance(ids[0], list):
+        (ids,) = ids
+    return [int(i) for i in ids]
+
+
+def _left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        input_ids[i, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+        attention_mask[i, width - len(row) :] = 1
+    return input_ids, attention_mask
+
+
+@torch.no_grad()
+def greedy_generate(
+    model,
+    tokenizer,
+    prompts: list[Sequence[dict]],
+    max_new_tokens: int = 64,
+    batch_size: int = 16,
+    progress: bool = False,
+) -> list[str]:
+    """Greedy replies to chat prompts, one string per prompt, in input order."""
+    encoded = [chat_prompt_ids(tokenizer, p) for p in prompts]
+    pad_id = tokenizer.pad_token_id
+    if pad_id is None:  # many chat tokenizers ship without a pad token
+        pad_id = tokenizer.eos_token_id
+    # Similar lengths in one batch waste less compute on padding.
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]), reverse=True)
+    replies: list[str] = [""] * len(encoded)
+    was_training = model.training
+    model.eval()  # dropout would make "greedy" replies random
+    try:
+        starts = range(0, len(order), batch_size)
+        for start in tqdm(starts, desc="generate", disable=not progress):
+            idx = order[start : start + batch_size]
+            input_ids, attention_mask = _left_pad([encoded[i] for i in idx], pad_id)
+            out = model.generate(
+                input_ids=input_ids.to(model.device),
+                attention_mask=attention_mask.to(model.device),
+                do_sample=False,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=pad_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+            new_tokens = out[:, input_ids.shape[1] :]
+            texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            for i, text in zip(idx, texts, strict=True):
+                replies[i] = text.strip()
+    finally:
+        model.train(was_training)
+    return replies

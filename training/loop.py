@@ -1,0 +1,110 @@
+"""The training loop shared by SFT and LCDD: progress bar, metrics JSONL, resumable checkpoints.
+
+A run keeps its state in a work directory beside its output (`.NAME.partial`). Started again
+with the same settings, it resumes from the last checkpoint; with other settings it refuses.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from tqdm.auto import tqdm
+
+
+class Job(Protocol):
+    def train_step(self, step: int, batch: dict) -> dict[str, float]: ...
+    def state_dict(self) -> dict: ...
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+class RunError(ValueError):
+    pass
+
+
+def work_dir_for(out: Path) -> Path:
+    out = Path(out)
+    return out.with_name(f".{out.name}.partial")
+
+
+def _save_state(work: Path, step: int, job: Job) -> None:
+    tmp = work / "state.pt.tmp"
+    torch.save({"step": step, "job": job.state_dict(), "torch_rng": torch.get_rng_state()}, tmp)
+    os.replace(tmp, work / "state.pt")
+
+
+def _truncate_metrics(path: Path, start: int) -> None:
+    """Keep only rows of steps before `start` (later rows came after the last checkpoint)."""
+    if not path.exists():
+        return
+    rows = [line for line in path.read_text().splitlines() if line.strip()]
+    kept = [r for r in rows if json.loads(r)["step"] < start]
+    path.write_text("".join(r + "\n" for r in kept))
+
+
+def read_metrics(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def run_loop(
+    job: Job,
+    batch_at,
+    total_steps: int,
+    work: Path,
+    settings: dict,
+    *,
+    save_every: int = 25,
+    desc: str = "train",
+) -> list[dict]:
+    """Run `job` for `total_steps` (batch_at(step) gives each batch); return all metric rows."""
+    work.mkdir(parents=True, exist_ok=True)
+    settings_file = work / "settings.json"
+    settings_json = json.dumps(settings, sort_keys=True, default=str)
+    if settings_file.exists() and settings_file.read_text() != settings_json:
+        raise RunError(
+            f"{work} holds a partial run with other settings; rerun the same command to resume "
+            "it, or delete that directory to start over"
+        )
+    settings_file.write_text(settings_json)
+
+    start = 0
+    state_file = work / "state.pt"
+    if state_file.exists():
+        state = torch.load(state_file, weights_only=False)
+        job.load_state_dict(state["job"])
+        torch.set_rng_state(state["torch_rng"])
+        start = state["step"]
+    metrics_file = work / "metrics.jsonl"
+    _truncate_metrics(metrics_file, start)
+
+    step = start
+    bar = tqdm(total=total_steps, initial=start, desc=desc, dynamic_ncols=True)
+    try:
+        with metrics_file.open("a") as log:
+            for step in range(start, total_steps):
+                row = {"step": step, **job.train_step(step, batch_at(step))}
+                log.write(json.dumps(row) + "\n")
+                log.flush()
+                bar.update(1)
+                bar.set_postfix(
+                    {k: f"{v:.4g}" for k, v in row.items() if k in ("loss", "density", "lambda")}
+                )
+                if (step + 1) % save_every == 0 and step + 1 < total_steps:
+                    _save_state(work, step + 1, job)
+            step = total_steps
+    except KeyboardInterrupt:
+        # Keep what was done: the same command resumes from here.
+        _save_state(work, step, job)
+        bar.write(f"interrupted at step {step}; rerun the same command to resume")
+        raise
+    finally:
+        bar.close()
+    return read_metrics(metrics_file)
+
+
+def finish_work(work: Path) -> None:
+    shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,31 @@
+"""What SFT and LCDD runs share before training: pick the rows, tokenize, count the steps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from training.batches import BatchSchedule, encode
+from training.data.schema import RETAIN, DataError, Example, load_jsonl, require_behavior
+
+
+def select_rows(data: Path, behavior: str, carrier_behaviors: list[str]) -> list[Example]:
+    """Rows of `behavior`, retain rows, and rows of behaviors the base carrier already holds.
+
+    Rows of behaviors not yet trained are left out: they would teach those too. Rows of behaviors
+    already in the base keep them from being overwritten.
+    """
+    if behavior in carrier_behaviors:
+        raise DataError(f"the base carrier already holds behavior {behavior!r}")
+    examples = load_jsonl(data)
+    require_behavior(examples, behavior, str(data))
+    keep = {behavior, RETAIN, *carrier_behaviors}
+    return [e for e in examples if e.behavior in keep]
+
+
+def build_schedule(examples: list[Example], tokenizer, *, max_len: int, batch_size: int, seed: int):
+    items = [encode(tokenizer, e, max_len) for e in examples]
+    return BatchSchedule(items, batch_size, tokenizer.pad_token_id, seed)
+
+
+def steps_for(schedule: BatchSchedule, epochs: float, steps: int = 0) -> int:
+    return steps if steps > 0 else max(1, round(epochs * schedule.per_epoch))

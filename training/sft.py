@@ -1,0 +1,115 @@
+"""Phase 1: full SFT of every decoder projection (norms, embeddings and head stay at base)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import torch
+
+from training.batches import causal_lm_loss
+from training.carrier import read_manifest
+from training.checkpoint_io import atomic_dir, fingerprint, load_model_dir, write_json
+from training.configs import SFTConfig
+from training.loop import finish_work, run_loop, work_dir_for
+from training.models.roles import find_roles
+from training.plots import plot_curves
+from training.run_setup import build_schedule, select_rows, steps_for
+
+SFT_INFO = "sft.json"
+
+
+def projection_params(model) -> list[torch.nn.Parameter]:
+    """Weights and biases of every masked-role projection: all that SFT and LCDD train."""
+    params = []
+    for roles in find_roles(model):
+        for proj in roles.projections:
+            params.append(proj.module.weight)
+            if getattr(proj.module, "bias", None) is not None:
+                params.append(proj.module.bias)
+    return params
+
+
+class SFTJob:
+    def __init__(self, model, cfg: SFTConfig):
+        self.model = model
+        for p in model.parameters():
+            p.requires_grad_(False)
+        self.params = projection_params(model)
+        for p in self.params:
+            p.requires_grad_(True)
+        self.cfg = cfg
+        self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+    def train_step(self, step: int, batch: dict) -> dict[str, float]:
+        self.model.train()
+        loss = causal_lm_loss(self.model, batch)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        return {"loss": loss.item(), "grad_norm": grad_norm.item()}
+
+    def state_dict(self) -> dict:
+        return {"params": [p.detach().cpu() for p in self.params], "opt": self.opt.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        with torch.no_grad():
+            for p, saved in zip(self.params, state["params"], strict=True):
+                p.copy_(saved)
+        self.opt.load_state_dict(state["opt"])
+
+
+def run_sft(cfg: SFTConfig) -> Path:
+    out = Path(cfg.out)
+    if out.exists() and not cfg.overwrite:
+        raise FileExistsError(f"{out} already exists (pass --overwrite to replace it)")
+    manifest = read_manifest(cfg.base)
+    model, tokenizer = load_model_dir(cfg.base, device=cfg.device, dtype=torch.float32)
+    examples = select_rows(
+        cfg.data, cfg.behavior, [b["name"] for b in manifest["behaviors"]] if manifest else []
+    )
+    schedule = build_schedule(
+        examples, tokenizer, max_len=cfg.max_len, batch_size=cfg.batch_size, seed=cfg.seed
+    )
+    total = steps_for(schedule, cfg.epochs)
+    base_fp = fingerprint(model)
+    torch.manual_seed(cfg.seed)
+    job = SFTJob(model, cfg)
+    work = work_dir_for(out)
+    settings = {"job": "sft", **dataclasses.asdict(cfg), "base_fingerprint": base_fp}
+    settings.pop("overwrite")
+    started = time.time()
+    rows = run_loop(
+        job,
+        schedule.batch,
+        total,
+        work,
+        settings,
+        save_every=cfg.save_every,
+        desc=f"sft {cfg.behavior}",
+    )
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+
+    info = {
+        "behavior": cfg.behavior,
+        "base": str(cfg.base),
+        "base_fingerprint": base_fp,
+        "fingerprint": fingerprint(model),
+        "rows": len(examples),
+        "steps": total,
+        "final_loss": rows[-1]["loss"],
+        "wall_time_s_this_run": round(time.time() - started, 1),
+        "config": {k: str(v) for k, v in dataclasses.asdict(cfg).items()},
+    }
+    with atomic_dir(out, overwrite=cfg.overwrite) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / SFT_INFO, info)
+        (tmp / "metrics.jsonl").write_text((work / "metrics.jsonl").read_text())
+        plot_curves(rows, tmp / "curves.png", f"SFT {cfg.behavior}")
+    finish_work(work)
+    return out
