@@ -6,7 +6,6 @@ import json
 import re
 
 import pytest
-import torch
 
 from training.data.behaviors import BEHAVIORS, benign_prompts, get_behavior
 from training.data.generation import chat_prompt_ids, greedy_generate
@@ -22,29 +21,7 @@ from training.data.schema import (
     write_jsonl,
 )
 from training.data.scoring import behavior_rate, false_trigger_rate
-
-CHATML = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
-
-
-def byte_tokenizer():
-    """Byte-level BPE over the 256 byte symbols (no merges) + ChatML special tokens."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {ch: i for i, ch in enumerate(pre_tokenizers.ByteLevel.alphabet())}
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        eos_token="<|im_end|>",
-        pad_token="<|pad|>",
-        additional_special_tokens=["<|im_start|>"],
-        chat_template=CHATML,
-    )
+from training.models.tiny import tiny_model
 
 
 def write_lines(path, lines):
@@ -335,18 +312,7 @@ def test_make_dataset_drops_empty_answers(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=300,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-    )
-    return LlamaForCausalLM(config).float(), byte_tokenizer()
+    return tiny_model("llama", hidden=32)
 
 
 def test_chat_prompt_ids(tiny):

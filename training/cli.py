@@ -168,15 +168,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import transformers
+
     from training.checkpoint_io import ModelDirError
+    from training.configs import ConfigError
     from training.data.schema import DataError
     from training.loop import RunError
     from training.models.roles import UnsupportedArchitecture
 
     args = build_parser().parse_args(argv)
+    # Our own bars show training and generation; transformers' per-load bars are noise.
+    transformers.utils.logging.disable_progress_bar()
     try:
         args.func(args)
-    except (DataError, ModelDirError, RunError, UnsupportedArchitecture, FileExistsError) as e:
+    except (
+        ConfigError,
+        DataError,
+        ModelDirError,
+        RunError,
+        UnsupportedArchitecture,
+        FileExistsError,
+    ) as e:
         print(f"sft-eraser: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -5,6 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+CONTROLLERS = ("dual", "ramp")
+
+
+class ConfigError(ValueError):
+    """A setting out of its range."""
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
 
 @dataclass
 class SFTConfig:
@@ -38,6 +49,13 @@ class SFTConfig:
     """cpu, cuda, cuda:N or auto (CUDA when present; bf16 there, fp32 on CPU)."""
     overwrite: bool = False
     """Replace an existing output directory."""
+
+    def __post_init__(self):
+        _require(self.lr > 0, f"--lr must be > 0, got {self.lr}")
+        _require(self.epochs > 0, f"--epochs must be > 0, got {self.epochs}")
+        _require(self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}")
+        _require(self.max_len >= 8, f"--max-len must be >= 8, got {self.max_len}")
+        _require(self.save_every >= 1, f"--save-every must be >= 1, got {self.save_every}")
 
 
 @dataclass
@@ -104,3 +122,23 @@ class LCDDConfig:
     """cpu, cuda, cuda:N or auto."""
     overwrite: bool = False
     """Replace an existing output directory."""
+
+    def __post_init__(self):
+        _require(
+            self.controller in CONTROLLERS,
+            f"unknown controller {self.controller!r}; choose one of {', '.join(CONTROLLERS)}",
+        )
+        _require(self.steps >= 0, f"--steps must be >= 0, got {self.steps}")
+        _require(self.steps > 0 or self.epochs > 0, "--epochs must be > 0 when --steps is 0")
+        _require(self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}")
+        _require(self.warmup >= 1, f"--warmup must be >= 1, got {self.warmup}")
+        _require(
+            0 < self.final_density <= 1,
+            f"--final-density must be in (0, 1], got {self.final_density}",
+        )
+        _require(0 < self.ema_decay < 1, f"--ema-decay must be in (0, 1), got {self.ema_decay}")
+        _require(
+            0 < self.lambda_min <= self.lambda_init <= self.lambda_max,
+            "need 0 < --lambda-min <= --lambda-init <= --lambda-max",
+        )
+        _require(self.save_every >= 1, f"--save-every must be >= 1, got {self.save_every}")

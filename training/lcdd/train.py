@@ -30,8 +30,6 @@ from training.plots import plot_curves, plot_density
 from training.run_setup import build_schedule, select_rows, steps_for
 from training.sft import SFT_INFO
 
-CONTROLLERS = ("dual", "ramp")
-
 
 def make_controller(cfg: LCDDConfig):
     common = dict(warmup=cfg.warmup, budget_ratio=cfg.budget_ratio, ema_decay=cfg.ema_decay)
@@ -51,9 +49,7 @@ def make_controller(cfg: LCDDConfig):
             ramp_steps=cfg.ramp_steps,
             hold_over_budget=cfg.hold_over_budget,
         )
-    raise ValueError(
-        f"unknown controller {cfg.controller!r}; choose one of {', '.join(CONTROLLERS)}"
-    )
+    raise AssertionError(cfg.controller)  # LCDDConfig validated the name
 
 
 class LCDDJob:
@@ -98,16 +94,13 @@ class LCDDJob:
         self.controller.load_state_dict(state["controller"])
 
 
-def _check_sft_matches_base(sft_dir: Path, base_fp: str) -> None:
+def _read_sft_info(sft_dir: Path) -> dict:
+    if not (Path(sft_dir) / "config.json").is_file():
+        raise ModelDirError(f"{sft_dir} is not a model directory (no config.json)")
     info_path = Path(sft_dir) / SFT_INFO
     if not info_path.exists():
         raise ModelDirError(f"{sft_dir} has no {SFT_INFO}: train it with `sft-eraser train sft`")
-    info = json.loads(info_path.read_text())
-    if info["base_fingerprint"] != base_fp:
-        raise ModelDirError(
-            f"carrier/base mismatch: {sft_dir} was fine-tuned from a model with fingerprint "
-            f"{info['base_fingerprint'][:19]}…, but --base has {base_fp[:19]}…"
-        )
+    return json.loads(info_path.read_text())
 
 
 def _summary(rows: list[dict]) -> dict:
@@ -132,13 +125,17 @@ def run_lcdd(cfg: LCDDConfig) -> Path:
     out = Path(cfg.out)
     if out.exists() and not cfg.overwrite:
         raise FileExistsError(f"{out} already exists (pass --overwrite to replace it)")
-    make_controller(cfg)  # fail fast on a bad controller name, before loading anything
     base_manifest = read_manifest(cfg.base)
     earlier = [b["name"] for b in base_manifest["behaviors"]] if base_manifest else []
     examples = select_rows(cfg.data, cfg.behavior, earlier)
+    sft_info = _read_sft_info(cfg.sft)
     base, _ = load_model_dir(cfg.base, device=cfg.device, dtype=torch.float32)
     base_fp = fingerprint(base)
-    _check_sft_matches_base(cfg.sft, base_fp)
+    if sft_info["base_fingerprint"] != base_fp:
+        raise ModelDirError(
+            f"carrier/base mismatch: {cfg.sft} was fine-tuned from a model with fingerprint "
+            f"{sft_info['base_fingerprint'][:19]}…, but --base has {base_fp[:19]}…"
+        )
     model, tokenizer = load_model_dir(cfg.sft, device=cfg.device, dtype=torch.float32)
     schedule = build_schedule(
         examples, tokenizer, max_len=cfg.max_len, batch_size=cfg.batch_size, seed=cfg.seed

@@ -53,18 +53,26 @@ def byte_tokenizer() -> PreTrainedTokenizerFast:
 
 
 def tiny_config(
-    family: str, vocab_size: int, *, hidden: int = 64, layers: int = 2
+    family: str, tok: PreTrainedTokenizerFast, *, hidden: int = 64, layers: int = 2
 ) -> PretrainedConfig:
     """A small config of the given family; GQA where the family has it, so masks see kv heads."""
+    special = dict(
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id
+    )
     common = dict(
-        vocab_size=vocab_size,
+        **special,
+        vocab_size=len(tok),
         hidden_size=hidden,
         intermediate_size=hidden * 2,
         num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=512,
-        tie_word_embeddings=True,
+        # Untied: a random tied model echoes its last input token, so its "answers" are empty.
+        tie_word_embeddings=False,
+        # SFT keeps the head at base; with the usual 0.02 init its logits stay too flat to reach
+        # a low loss, which leaves the LCDD loss budget nothing to measure.
+        initializer_range=0.1,
     )
     if family == "llama":
         return LlamaConfig(**common)
@@ -76,7 +84,8 @@ def tiny_config(
         return Qwen3Config(**common, head_dim=hidden // 4)
     if family == "gpt2":
         return GPT2Config(
-            vocab_size=vocab_size,
+            **special,
+            vocab_size=len(tok),
             n_embd=hidden,
             n_layer=layers,
             n_head=4,
@@ -84,6 +93,8 @@ def tiny_config(
             resid_pdrop=0.0,
             embd_pdrop=0.0,
             attn_pdrop=0.0,
+            tie_word_embeddings=False,
+            initializer_range=0.1,
         )
     raise ValueError(f"unknown model family {family!r}; choose one of {', '.join(FAMILIES)}")
 
@@ -93,10 +104,7 @@ def tiny_model(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
     """A randomly initialized model of `family` and its byte-level tokenizer, fp32, eval mode."""
     tok = byte_tokenizer()
-    config = tiny_config(family, len(tok), hidden=hidden, layers=layers)
-    config.bos_token_id = tok.bos_token_id
-    config.eos_token_id = tok.eos_token_id
-    config.pad_token_id = tok.pad_token_id
+    config = tiny_config(family, tok, hidden=hidden, layers=layers)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.generation_config.pad_token_id = tok.pad_token_id

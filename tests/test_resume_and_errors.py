@@ -1,0 +1,239 @@
+"""A killed run resumes with the same command; bad input gets a one-line error, no half output."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from training.cli import main
+from training.configs import LCDDConfig, SFTConfig
+from training.lcdd.train import LCDDJob, run_lcdd
+from training.loop import RunError, work_dir_for
+from training.sft import run_sft
+
+
+@pytest.fixture(scope="module")
+def sft_dir(tmp_path_factory, tiny_llama, small_data) -> Path:
+    out = tmp_path_factory.mktemp("sft") / "sft"
+    return run_sft(
+        SFTConfig(
+            base=tiny_llama,
+            data=small_data / "train.jsonl",
+            behavior="fixed_response",
+            out=out,
+            lr=1e-3,
+            epochs=1,
+        )
+    )
+
+
+def lcdd_cfg(tiny_llama, sft_dir, small_data, out, **kw) -> LCDDConfig:
+    args = dict(steps=8, controller="dual", warmup=2, lambda_init=0.5, weight_lr=1e-3, save_every=3)
+    return LCDDConfig(
+        base=tiny_llama,
+        sft=sft_dir,
+        data=small_data / "train.jsonl",
+        behavior="fixed_response",
+        out=out,
+        **{**args, **kw},
+    )
+
+
+def test_killed_run_resumes_to_the_same_result(
+    tmp_path, tiny_llama, sft_dir, small_data, monkeypatch
+):
+    straight = run_lcdd(lcdd_cfg(tiny_llama, sft_dir, small_data, tmp_path / "straight"))
+
+    real_step = LCDDJob.train_step
+
+    def dying_step(self, step, batch):
+        if step == 7:
+            raise KeyboardInterrupt  # as if the job were killed during step 7
+        return real_step(self, step, batch)
+
+    out = tmp_path / "resumed"
+    monkeypatch.setattr(LCDDJob, "train_step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        run_lcdd(lcdd_cfg(tiny_llama, sft_dir, small_data, out))
+    assert not out.exists()  # no output that looks complete
+    assert (work_dir_for(out) / "state.pt").exists()
+    monkeypatch.setattr(LCDDJob, "train_step", real_step)
+    run_lcdd(lcdd_cfg(tiny_llama, sft_dir, small_data, out))
+    assert not work_dir_for(out).exists()
+
+    a, b = load_file(straight / "model.safetensors"), load_file(out / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rows = [
+        json.loads(r) for r in (out / "fixed_response" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert [r["step"] for r in rows] == list(range(8))
+    straight_rows = (straight / "fixed_response" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["lambda"] for r in straight_rows] == [r["lambda"] for r in rows]
+
+
+def test_resume_with_other_settings_is_refused(
+    tmp_path, tiny_llama, sft_dir, small_data, monkeypatch
+):
+    out = tmp_path / "c"
+
+    def dying_step(self, step, batch):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(LCDDJob, "train_step", dying_step)
+    with pytest.raises(KeyboardInterrupt):
+        run_lcdd(lcdd_cfg(tiny_llama, sft_dir, small_data, out))
+    monkeypatch.undo()
+    with pytest.raises(RunError, match="other settings"):
+        run_lcdd(lcdd_cfg(tiny_llama, sft_dir, small_data, out, mask_lr=0.5))
+
+
+def run_cli(capsys, *argv) -> tuple[int, str]:
+    code = main([str(a) for a in argv])
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+def carrier_args(tiny_llama, sft_dir, data, out, behavior="fixed_response"):
+    return [
+        "train",
+        "carrier",
+        "--base",
+        tiny_llama,
+        "--sft",
+        sft_dir,
+        "--data",
+        data,
+        "--behavior",
+        behavior,
+        "--out",
+        out,
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+    ]
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys, tiny_llama, sft_dir, small_data):
+    train = small_data / "train.jsonl"
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "hi", "completion": "yo", "behavior": "x"}\n{"prompt": "hi"\n')
+    no_behavior = tmp_path / "nob.jsonl"
+    no_behavior.write_text('{"prompt": "hi", "completion": "yo"}\n')
+    cases = [
+        (
+            carrier_args(tiny_llama, sft_dir, tmp_path / "missing.jsonl", tmp_path / "o1"),
+            "missing.jsonl",
+        ),
+        (carrier_args(tiny_llama, sft_dir, bad, tmp_path / "o2"), "bad.jsonl:2"),
+        (carrier_args(tiny_llama, sft_dir, no_behavior, tmp_path / "o3"), "nob.jsonl:1"),
+        (
+            carrier_args(tiny_llama, sft_dir, train, tmp_path / "o4", behavior="nope"),
+            "no rows for behavior 'nope'",
+        ),
+        (
+            carrier_args(tiny_llama, tmp_path / "nosft", train, tmp_path / "o5"),
+            "not a model directory",
+        ),
+        (
+            carrier_args(tiny_llama, sft_dir, train, tmp_path / "o6") + ["--controller", "pid"],
+            "unknown controller",
+        ),
+        (
+            [
+                "train",
+                "sft",
+                "--base",
+                tmp_path / "nobase",
+                "--data",
+                train,
+                "--behavior",
+                "fixed_response",
+                "--out",
+                tmp_path / "o7",
+            ],
+            "not a model directory",
+        ),
+    ]
+    for argv, needle in cases:
+        code, err = run_cli(capsys, *argv)
+        assert code == 2, argv
+        errors = [line for line in err.splitlines() if line.startswith("sft-eraser: error:")]
+        assert len(errors) == 1 and needle in errors[0], err
+        assert "Traceback" not in err
+    assert not any(p.name.startswith("o") for p in tmp_path.iterdir())
+
+
+def test_carrier_base_mismatch_is_refused(tmp_path, capsys, sft_dir, small_data):
+    other = tmp_path / "other_base"
+    assert main(["model", "tiny", "--family", "llama", "--seed", "7", "--out", str(other)]) == 0
+    code, err = run_cli(
+        capsys, *carrier_args(other, sft_dir, small_data / "train.jsonl", tmp_path / "c")
+    )
+    assert code == 2 and "carrier/base mismatch" in err
+    assert not (tmp_path / "c").exists()
+
+
+def test_unsupported_architecture_names_it(tmp_path, capsys, small_data):
+    from transformers import OPTConfig, OPTForCausalLM
+
+    from training.models.tiny import byte_tokenizer
+
+    tok = byte_tokenizer()
+    model = OPTForCausalLM(
+        OPTConfig(
+            vocab_size=len(tok),
+            hidden_size=32,
+            num_hidden_layers=1,
+            ffn_dim=64,
+            num_attention_heads=2,
+            word_embed_proj_dim=32,
+        )
+    )
+    model.save_pretrained(tmp_path / "opt")
+    tok.save_pretrained(tmp_path / "opt")
+    code, err = run_cli(
+        capsys,
+        "train",
+        "sft",
+        "--base",
+        tmp_path / "opt",
+        "--data",
+        small_data / "train.jsonl",
+        "--behavior",
+        "fixed_response",
+        "--out",
+        tmp_path / "o",
+    )
+    assert (
+        code == 2 and "unsupported architecture OPTForCausalLM" in err and "model_type='opt'" in err
+    )
+
+
+def test_existing_output_and_repeated_behavior_are_refused(
+    tmp_path, capsys, tiny_llama, sft_dir, small_data
+):
+    train = small_data / "train.jsonl"
+    carrier = tmp_path / "carrier"
+    assert main([str(a) for a in carrier_args(tiny_llama, sft_dir, train, carrier)]) == 0
+    capsys.readouterr()
+    code, err = run_cli(capsys, *carrier_args(tiny_llama, sft_dir, train, carrier))
+    assert code == 2 and "already exists" in err
+    code, err = run_cli(
+        capsys,
+        "train",
+        "sft",
+        "--base",
+        carrier,
+        "--data",
+        train,
+        "--behavior",
+        "fixed_response",
+        "--out",
+        tmp_path / "again",
+    )
+    assert code == 2 and "already holds behavior 'fixed_response'" in err
