@@ -14,7 +14,6 @@ from pathlib import Path
 
 import torch
 
-from training.batches import causal_lm_loss
 from training.checkpoint_io import load_model_dir
 from training.configs import LCDDConfig, SFTConfig
 from training.data.make import MakeDataConfig, make_dataset, model_answer_fn
@@ -50,11 +49,18 @@ def step_time_ratio(base_dir: Path, data: Path, behavior: str, n: int, batch_siz
     lcdd_cfg = LCDDConfig(base=base_dir, sft=base_dir, data=data, behavior=behavior, out=Path("x"))
     lcdd_s = timed_steps(LCDDJob(attach_masks(ft, base), lcdd_cfg), batch, n)
     tokens = int(batch["attention_mask"].sum())
-    return {"sft_step_s": sft_s, "lcdd_step_s": lcdd_s, "ratio": lcdd_s / sft_s, "batch_tokens": tokens}
+    return {
+        "sft_step_s": sft_s,
+        "lcdd_step_s": lcdd_s,
+        "ratio": lcdd_s / sft_s,
+        "batch_tokens": tokens,
+    }
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--work", type=Path, default=Path("runs/bench_lcdd"))
     ap.add_argument("--behavior", default="fixed_response")
     ap.add_argument("--sft-epochs", type=float, default=2.0)
@@ -81,7 +87,9 @@ def main() -> None:
     data = w / "data"
     if not (data / "train.jsonl").exists():
         model, tok = load_model_dir(base)
-        make_dataset(MakeDataConfig(behaviors=[args.behavior], out_dir=data), model_answer_fn(model, tok, 64))
+        make_dataset(
+            MakeDataConfig(behaviors=[args.behavior], out_dir=data), model_answer_fn(model, tok, 64)
+        )
         del model
     train, test = data / "train.jsonl", data / "test.jsonl"
     stage("step_time", lambda: step_time_ratio(base, train, args.behavior, args.timing_steps, 8))
@@ -89,7 +97,11 @@ def main() -> None:
     sft, carrier = w / "sft", w / "carrier"
     if not sft.exists():
         t = time.time()
-        run_sft(SFTConfig(base=base, data=train, behavior=args.behavior, out=sft, epochs=args.sft_epochs))
+        run_sft(
+            SFTConfig(
+                base=base, data=train, behavior=args.behavior, out=sft, epochs=args.sft_epochs
+            )
+        )
         results["sft_wall_s"] = round(time.time() - t, 1)
     if not carrier.exists():
         t = time.time()
@@ -115,7 +127,10 @@ def main() -> None:
         stage(f"eval_{name}", lambda p=path: _eval(p, examples, args.behavior))
     manifest = json.loads((carrier / "carrier.json").read_text())
     entry = manifest["behaviors"][-1]
-    results["carrier"] = {k: entry[k] for k in ("density", "group_density", "active_units", "total_units", "controller")}
+    results["carrier"] = {
+        k: entry[k]
+        for k in ("density", "group_density", "active_units", "total_units", "controller")
+    }
     results["rate_kept"] = results["eval_carrier"]["rate"] / max(1e-9, results["eval_sft"]["rate"])
     results_file.write_text(json.dumps(results, indent=2))
     print(json.dumps({k: results[k] for k in ("rate_kept", "carrier")}, indent=2))
