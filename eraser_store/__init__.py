@@ -1,0 +1,40 @@
+"""Eraser file format and registry, shared by `training` (writes erasers) and `server` (serves
+them). Depends on neither."""
+
+from eraser_store.format import (
+    CarrierRef,
+    Eraser,
+    EraserFormatError,
+    EraserMeta,
+    carrier_ref,
+    read_eraser,
+    write_eraser,
+)
+from eraser_store.store import (
+    CarrierMismatch,
+    EraserCorrupted,
+    EraserNotFound,
+    EraserRecord,
+    EraserRefused,
+    EraserStore,
+    EraserStoreError,
+    parse_ref,
+)
+
+__all__ = [
+    "CarrierMismatch",
+    "CarrierRef",
+    "Eraser",
+    "EraserCorrupted",
+    "EraserFormatError",
+    "EraserMeta",
+    "EraserNotFound",
+    "EraserRecord",
+    "EraserRefused",
+    "EraserStore",
+    "EraserStoreError",
+    "carrier_ref",
+    "parse_ref",
+    "read_eraser",
+    "write_eraser",
+]

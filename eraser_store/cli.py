@@ -1,0 +1,128 @@
+"""`erasers` commands (list, add, remove, verify, gc), added to a host CLI's subparsers.
+
+Errors are raised (EraserStoreError, EraserFormatError) for the host CLI to print as one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from eraser_store.format import carrier_ref
+from eraser_store.store import EraserRecord, EraserStore, parse_ref
+
+HASH_CHARS = 19  # "sha256:" plus 12 hex digits: enough to tell carriers apart in a table
+
+
+def add_commands(subparsers) -> None:
+    """Add `erasers {list,add,remove,verify,gc}`; each parser gets func(args) -> exit code."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--store", type=Path, required=True, help="eraser store directory")
+    common.add_argument(
+        "--carrier",
+        type=Path,
+        default=None,
+        help="carrier directory to check erasers against (hidden size and fingerprint)",
+    )
+    group = subparsers.add_parser(
+        "erasers", help="the eraser store: list, add, remove, verify, gc"
+    ).add_subparsers(dest="sub", required=True)
+
+    p = group.add_parser("list", parents=[common], help="registered erasers (latest versions)")
+    p.add_argument("--all", action="store_true", help="every version, not just the latest")
+    p.set_defaults(func=_cmd_list)
+
+    p = group.add_parser("add", parents=[common], help="register an eraser as a new version")
+    p.add_argument("path", type=Path, help="eraser directory")
+    p.add_argument("--name", default=None, help="store name (default: the eraser's own name)")
+    p.add_argument(
+        "--force", action="store_true", help="register even if trained against another carrier"
+    )
+    p.set_defaults(func=_cmd_add)
+
+    p = group.add_parser("remove", parents=[common], help="unregister NAME or one NAME@VERSION")
+    p.add_argument("ref", help="NAME (all versions) or NAME@VERSION")
+    p.set_defaults(func=_cmd_remove)
+
+    p = group.add_parser(
+        "verify", parents=[common], help="check every eraser's files; exit code 1 on problems"
+    )
+    p.set_defaults(func=_cmd_verify)
+
+    p = group.add_parser(
+        "gc", parents=[common], help="remove files left by interrupted adds or removes"
+    )
+    p.set_defaults(func=_cmd_gc)
+
+
+def _open(args) -> EraserStore:
+    carrier = None if args.carrier is None else carrier_ref(args.carrier)
+    return EraserStore(args.store, carrier=carrier)
+
+
+def _cmd_list(args) -> int:
+    store = _open(args)
+    records = store.list(all_versions=args.all)
+    if not records:
+        print(f"no erasers in {args.store}")
+        return 0
+    print(_table(store, records))
+    return 0
+
+
+def _cmd_add(args) -> int:
+    rec = _open(args).add(args.path, name=args.name, force=args.force)
+    print(f"added {rec.ref} (behavior {rec.behavior}, {rec.tokens} tokens) -> {rec.path}")
+    return 0
+
+
+def _cmd_remove(args) -> int:
+    name, version = parse_ref(args.ref)
+    removed = _open(args).remove(name, version)
+    print("removed " + ", ".join(f"{name}@{v}" for v in removed))
+    return 0
+
+
+def _cmd_verify(args) -> int:
+    store = _open(args)
+    problems = store.verify()
+    for line in problems:
+        print(line)
+    if problems:
+        return 1
+    print(f"ok: {len(store.list(all_versions=True))} eraser versions verified")
+    return 0
+
+
+def _cmd_gc(args) -> int:
+    removed = _open(args).gc()
+    for path in removed:
+        print(f"removed {path}")
+    print(f"gc: {len(removed)} leftovers removed")
+    return 0
+
+
+def _table(store: EraserStore, records: list[EraserRecord]) -> str:
+    header = ["NAME", "VERSION", "BEHAVIOR", "TOKENS", "HIDDEN", "CARRIER", "CREATED"]
+    rows = [
+        [
+            r.name,
+            str(r.version),
+            r.behavior,
+            str(r.tokens),
+            str(r.hidden_size),
+            r.carrier_fingerprint[:HASH_CHARS],
+            r.created,
+        ]
+        for r in records
+    ]
+    if store.carrier is not None:
+        header.append("FITS")
+        for row, r in zip(rows, records, strict=True):
+            mismatch = store.carrier_mismatch(r.hidden_size, r.carrier_fingerprint)
+            row.append("yes" if mismatch is None else f"no: {mismatch.reason}")
+    widths = [max(len(x) for x in column) for column in zip(header, *rows, strict=True)]
+    return "\n".join(
+        "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    )

@@ -1,0 +1,477 @@
+"""Eraser file format and store: round trip, PEFT compatibility, every refusal, atomicity under
+failures and crashes, concurrent adds, corruption, carrier refs and the `erasers` CLI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save as save_safetensors
+
+import eraser_store.store as store_mod
+from eraser_store import (
+    CarrierRef,
+    EraserCorrupted,
+    EraserFormatError,
+    EraserNotFound,
+    EraserRefused,
+    EraserStore,
+    EraserStoreError,
+    carrier_ref,
+    parse_ref,
+    read_eraser,
+    write_eraser,
+)
+from eraser_store.cli import add_commands
+
+FP = "sha256:" + "a" * 64
+OTHER_FP = "sha256:" + "b" * 64
+HIDDEN = 32
+# fork: children start at once and inherit the test's imports (spawn would re-import torch).
+MP = multiprocessing.get_context("fork")
+
+
+def make_eraser(path: Path, *, name="fix", hidden=HIDDEN, tokens=4, fp=FP, seed=0) -> Path:
+    emb = torch.randn(tokens, hidden, generator=torch.Generator().manual_seed(seed))
+    return write_eraser(
+        path,
+        emb,
+        name=name,
+        behavior="fixed_response",
+        carrier_fingerprint=fp,
+        num_layers=2,
+        num_attention_heads=4,
+        channel_count=12,
+        training={"final_loss": 0.25, "steps": 10},
+    )
+
+
+def rewrite_weights(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Replace the safetensors file and fix the sidecar's sha256, so only the content is wrong."""
+    import hashlib
+
+    data = save_safetensors(tensors)
+    (path / "adapter_model.safetensors").write_bytes(data)
+    edit_json(path / "eraser.json", sha256=hashlib.sha256(data).hexdigest())
+
+
+def edit_json(path: Path, **changes) -> None:
+    data = json.loads(path.read_text())
+    data.update(changes)
+    path.write_text(json.dumps(data))
+
+
+def flip_byte(path: Path, offset: int = -3) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+# ---- format
+
+
+def test_round_trip(tmp_path):
+    emb = torch.randn(5, HIDDEN)
+    out = write_eraser(
+        tmp_path / "e",
+        emb,
+        name="fix.v1",
+        behavior="fixed_response",
+        carrier_fingerprint=FP,
+        num_layers=2,
+        num_attention_heads=4,
+        channel_count=7,
+        training={"loss": [1.0, 0.5]},
+        base_model="runs/base",
+    )
+    assert sorted(p.name for p in out.iterdir()) == [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "eraser.json",
+    ]
+    assert [p.name for p in tmp_path.iterdir()] == ["e"]  # no temporary sibling left
+    eraser = read_eraser(out)
+    assert torch.equal(eraser.embeddings, emb) and eraser.embeddings.dtype == torch.float32
+    meta = eraser.meta
+    assert (meta.name, meta.behavior, meta.carrier_fingerprint) == ("fix.v1", "fixed_response", FP)
+    assert (meta.hidden_size, meta.num_virtual_tokens, meta.channel_count) == (HIDDEN, 5, 7)
+    assert meta.training == {"loss": [1.0, 0.5]} and meta.dtype == "float32"
+    assert meta.created.endswith("+00:00")
+    assert read_eraser(out).meta == meta and hash(meta) == hash(read_eraser(out).meta)
+    config = json.loads((out / "adapter_config.json").read_text())
+    assert config["peft_type"] == "PROMPT_TUNING" and config["token_dim"] == HIDDEN
+    assert config["base_model_name_or_path"] == "runs/base"
+
+
+def test_peft_loads_eraser(tmp_path):
+    peft = pytest.importorskip("peft")
+    import transformers
+
+    config = transformers.LlamaConfig(
+        vocab_size=300,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
+    model = transformers.LlamaForCausalLM(config)
+    path = make_eraser(tmp_path / "e", tokens=6)
+    peft_model = peft.PeftModel.from_pretrained(model, str(path))
+    weight = peft_model.prompt_encoder["default"].embedding.weight
+    assert torch.equal(weight, read_eraser(path).embeddings)
+    logits = peft_model(input_ids=torch.tensor([[1, 2, 3]])).logits
+    assert logits.shape == (1, 6 + 3, 300)  # the soft prompt is prepended
+
+
+@pytest.mark.parametrize(
+    "embeddings, kwargs, match",
+    [
+        (torch.tensor([[0.0, float("nan")]]), {}, "non-finite"),
+        (torch.zeros(4), {}, "2-D"),
+        (torch.zeros(0, 4), {}, "2-D"),
+        (torch.zeros(2, 4), {"name": ""}, "bad eraser name"),
+        (torch.zeros(2, 4), {"name": "../up"}, "bad eraser name"),
+        (torch.zeros(2, 4), {"training": {"x": object()}}, "JSON"),
+        (torch.zeros(2, 4), {"num_layers": 0}, "num_layers"),
+    ],
+)
+def test_write_refuses_bad_input(tmp_path, embeddings, kwargs, match):
+    args = dict(
+        name="fix",
+        behavior="b",
+        carrier_fingerprint=FP,
+        num_layers=2,
+        num_attention_heads=4,
+        channel_count=1,
+        training={},
+    )
+    with pytest.raises(EraserFormatError, match=match):
+        write_eraser(tmp_path / "e", embeddings, **{**args, **kwargs})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_refuses_existing_dir(tmp_path):
+    path = make_eraser(tmp_path / "e")
+    with pytest.raises(FileExistsError):
+        make_eraser(path)
+
+
+def _missing_file(p):
+    (p / "adapter_config.json").unlink()
+
+
+def _bad_json(p):
+    (p / "eraser.json").write_text("{not json")
+
+
+def _extra_tensor(p):
+    rewrite_weights(p, {"prompt_embeddings": torch.zeros(4, HIDDEN), "x": torch.zeros(1)})
+
+
+def _nan(p):
+    rewrite_weights(p, {"prompt_embeddings": torch.full((4, HIDDEN), float("nan"))})
+
+
+def _wrong_shape(p):
+    rewrite_weights(p, {"prompt_embeddings": torch.zeros(3, HIDDEN)})
+
+
+def _missing_key(p):
+    data = json.loads((p / "eraser.json").read_text())
+    del data["behavior"]
+    (p / "eraser.json").write_text(json.dumps(data))
+
+
+@pytest.mark.parametrize(
+    "damage, match",
+    [
+        (_missing_file, "missing adapter_config.json"),
+        (_bad_json, "not valid JSON"),
+        (lambda p: edit_json(p / "eraser.json", format="other"), "not an eraser sidecar"),
+        (lambda p: edit_json(p / "adapter_config.json", peft_type="LORA"), "peft_type"),
+        (_missing_key, "missing key.*behavior"),
+        (lambda p: edit_json(p / "eraser.json", extra=1), "unexpected key.*extra"),
+        (lambda p: edit_json(p / "adapter_config.json", token_dim=16), "do not match"),
+        (lambda p: edit_json(p / "eraser.json", hidden_size="32"), "wrong type"),
+        (_extra_tensor, "exactly one tensor"),
+        (_wrong_shape, "shape"),
+        (_nan, "non-finite"),
+        (lambda p: flip_byte(p / "adapter_model.safetensors"), "corrupted"),
+    ],
+)
+def test_read_rejects(tmp_path, damage, match):
+    path = make_eraser(tmp_path / "e")
+    damage(path)
+    with pytest.raises(EraserFormatError, match=match) as info:
+        read_eraser(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_read_rejects_missing_dir(tmp_path):
+    with pytest.raises(EraserFormatError, match="no such eraser directory"):
+        read_eraser(tmp_path / "nope")
+
+
+def test_read_accepts_fields_peft_adds(tmp_path):
+    path = make_eraser(tmp_path / "e")
+    edit_json(path / "adapter_config.json", peft_version="0.21.2", modules_to_save=None)
+    assert read_eraser(path).meta.name == "fix"
+
+
+# ---- carrier refs
+
+
+def write_carrier(path: Path, config: dict, manifest: dict | None = None) -> Path:
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps(config))
+    manifest = {"format": "sft-eraser-carrier", "fingerprint": FP} if manifest is None else manifest
+    (path / "carrier.json").write_text(json.dumps(manifest))
+    return path
+
+
+def test_carrier_ref(tmp_path):
+    llama = write_carrier(tmp_path / "llama", {"hidden_size": HIDDEN, "model_type": "llama"})
+    assert carrier_ref(llama) == CarrierRef(fingerprint=FP, hidden_size=HIDDEN)
+    gpt2 = write_carrier(tmp_path / "gpt2", {"n_embd": 48, "model_type": "gpt2"})
+    assert carrier_ref(gpt2).hidden_size == 48
+    with pytest.raises(EraserFormatError, match="not a carrier directory"):
+        carrier_ref(tmp_path)
+    other = write_carrier(tmp_path / "other", {"hidden_size": 8}, {"format": "something"})
+    with pytest.raises(EraserFormatError, match="not a carrier manifest"):
+        carrier_ref(other)
+
+
+# ---- store
+
+
+def test_store_add_get_list_versions_remove(tmp_path):
+    store = EraserStore(tmp_path / "store")
+    a1 = store.add(make_eraser(tmp_path / "a1", seed=1))
+    a2 = store.add(make_eraser(tmp_path / "a2", seed=2))
+    b1 = store.add(make_eraser(tmp_path / "b1", seed=3), name="other")
+    assert (a1.ref, a2.ref, b1.ref) == ("fix@1", "fix@2", "other@1")
+    assert a2.path == tmp_path / "store" / "objects" / "fix" / "2" and a2.tokens == 4
+    assert torch.equal(store.get("fix").embeddings, read_eraser(tmp_path / "a2").embeddings)
+    assert torch.equal(store.get("fix", 1).embeddings, read_eraser(tmp_path / "a1").embeddings)
+    assert store.get("other").meta.name == "fix"  # files are stored byte for byte
+    assert [r.ref for r in store.list()] == ["fix@2", "other@1"]
+    assert [r.ref for r in store.list(all_versions=True)] == ["fix@1", "fix@2", "other@1"]
+    assert store.versions("fix") == [1, 2] and store.record("fix") == a2
+    assert store.verify() == []
+
+    assert store.remove("fix", 2) == [2]
+    assert not a2.path.exists() and store.record("fix") == a1
+    # A removed version number is never given out again: fix@2 always meant a2's bytes.
+    assert store.add(tmp_path / "a1").ref == "fix@3"
+    assert store.remove("fix") == [1, 3]
+    assert [r.ref for r in store.list()] == ["other@1"]
+    assert EraserStore(tmp_path / "store").list() == store.list()  # reopening sees the same
+
+
+def test_store_refusals(tmp_path):
+    src = make_eraser(tmp_path / "e")
+    carrier = CarrierRef(fingerprint=OTHER_FP, hidden_size=HIDDEN)
+    store = EraserStore(tmp_path / "store", carrier=carrier)
+    with pytest.raises(EraserRefused, match="trained against carrier.*pass force=True"):
+        store.add(src)
+    assert store.list() == []
+    assert store.add(src, force=True).ref == "fix@1"
+    assert store.verify() == [f"fix@1: trained against carrier {FP}, not {OTHER_FP}"]
+
+    wide = make_eraser(tmp_path / "wide", hidden=HIDDEN * 2, fp=OTHER_FP)
+    for force in (False, True):  # a hidden-size mismatch cannot be forced
+        with pytest.raises(EraserRefused, match="hidden size 64 does not match the carrier's 32"):
+            store.add(wide, force=force)
+
+    nan = make_eraser(tmp_path / "nan")
+    rewrite_weights(nan, {"prompt_embeddings": torch.full((4, HIDDEN), float("nan"))})
+    with pytest.raises(EraserFormatError, match="non-finite"):
+        store.add(nan, force=True)
+    with pytest.raises(EraserFormatError, match="no such eraser directory"):
+        store.add(tmp_path / "missing")
+    with pytest.raises(EraserStoreError, match="bad eraser name"):
+        store.add(src, name="a/b", force=True)
+
+    with pytest.raises(EraserNotFound, match="no eraser named 'nope'.*known: fix"):
+        store.get("nope")
+    with pytest.raises(EraserNotFound, match=r"no eraser fix@7 .*versions: 1"):
+        store.get("fix", 7)
+    with pytest.raises(EraserNotFound):
+        store.remove("nope")
+    assert [r.ref for r in store.list(all_versions=True)] == ["fix@1"]
+
+
+def test_parse_ref():
+    assert parse_ref("fix") == ("fix", None)
+    assert parse_ref("fix.v2_x-y@12") == ("fix.v2_x-y", 12)
+    for bad in ("", "fix@", "fix@0", "fix@-1", "fix@x", "@3", "a/b", "fix@1@2", "-fix"):
+        with pytest.raises(EraserStoreError, match="bad eraser reference"):
+            parse_ref(bad)
+
+
+def store_state(store: EraserStore) -> list:
+    return [(r.ref, r.sha256) for r in store.list(all_versions=True)]
+
+
+@pytest.mark.parametrize("fail_at", ["rename", "after_rename"])
+def test_failed_add_leaves_store_as_it_was(tmp_path, monkeypatch, fail_at):
+    store = EraserStore(tmp_path / "store")
+    store.add(make_eraser(tmp_path / "a", seed=1))
+    before = store_state(store)
+    src = make_eraser(tmp_path / "b", seed=2)
+
+    def boom(*args):
+        raise OSError("injected failure")
+
+    # fsync_dir(objects/<name>) runs after the rename and before the row insert.
+    real = store_mod.fsync_dir
+    if fail_at == "rename":
+        monkeypatch.setattr(store_mod.os, "rename", boom)
+    else:
+        monkeypatch.setattr(
+            store_mod, "fsync_dir", lambda p: boom() if p.parent == store.objects else real(p)
+        )
+    with pytest.raises(OSError, match="injected"):
+        store.add(src)
+    monkeypatch.undo()
+    assert store_state(store) == before
+    assert store.verify() == []  # nothing left behind: no orphan, no tmp leftover
+    assert store.add(src).ref == "fix@2"
+    assert store.get("fix").meta.sha256 == read_eraser(src).meta.sha256
+
+
+def _crash_add(root: Path, src: Path, crash_in: str) -> None:
+    """Add `src`, dying (no cleanup, no exception) at fsync_dir of `crash_in`."""
+    store = EraserStore(root)
+    real = store_mod.fsync_dir
+    target = {"tmp": store.tmp, "objects": store.objects}[crash_in]
+
+    def fsync_or_die(path):
+        if path.parent == target:
+            os._exit(3)
+        real(path)
+
+    store_mod.fsync_dir = fsync_or_die
+    store.add(src)
+
+
+def test_crash_during_add_is_invisible_and_cleaned(tmp_path):
+    root = tmp_path / "store"
+    store = EraserStore(root)
+    store.add(make_eraser(tmp_path / "a", seed=1))
+    before = store_state(store)
+    src = make_eraser(tmp_path / "b", seed=2)
+    for crash_in in ("tmp", "objects"):  # while staging; after the rename, before the commit
+        child = MP.Process(target=_crash_add, args=(root, src, crash_in))
+        child.start()
+        child.join(60)
+        assert child.exitcode == 3
+    assert store_state(store) == before
+    problems = store.verify()
+    assert len(problems) == 2
+    assert any(p.startswith("orphan") and "fix/2" in p for p in problems)
+    assert any(p.startswith("leftover") for p in problems)
+    # The next add takes the orphan's version number and replaces its files.
+    assert store.add(src).ref == "fix@2"
+    assert [p for p in store.verify() if p.startswith("orphan")] == []
+    assert len(store.gc()) == 1 and store.verify() == []
+    assert store.get("fix", 2).meta.sha256 == read_eraser(src).meta.sha256
+
+
+def _add_many(root: Path, src: Path, n: int, barrier) -> None:
+    store = EraserStore(root)
+    barrier.wait()
+    for _ in range(n):
+        store.add(src)
+
+
+def test_concurrent_adds_all_land(tmp_path):
+    root = tmp_path / "store"
+    srcs = [make_eraser(tmp_path / f"e{i}", seed=i) for i in range(2)]
+    barrier = MP.Barrier(2)
+    children = [MP.Process(target=_add_many, args=(root, s, 4, barrier)) for s in srcs]
+    for c in children:
+        c.start()
+    for c in children:
+        c.join(120)
+    assert [c.exitcode for c in children] == [0, 0]
+    store = EraserStore(root)
+    assert store.versions("fix") == list(range(1, 9))
+    shas = [r.sha256 for r in store.list(all_versions=True)]
+    assert sorted(shas.count(read_eraser(s).meta.sha256) for s in srcs) == [4, 4]
+    assert store.verify() == []
+
+
+def test_corrupted_eraser_detected(tmp_path):
+    store = EraserStore(tmp_path / "store")
+    bad = store.add(make_eraser(tmp_path / "a", name="a", seed=1))
+    store.add(make_eraser(tmp_path / "b", name="b", seed=2))
+    flip_byte(bad.path / "adapter_model.safetensors")
+    with pytest.raises(EraserCorrupted, match="a@1"):
+        store.get("a")
+    assert store.get("b").meta.name == "b"
+    problems = store.verify()
+    assert len(problems) == 1 and "a@1" in problems[0] and "corrupted" in problems[0]
+
+    # Replaced files that are self-consistent still differ from what was registered.
+    rewrite_weights(bad.path, {"prompt_embeddings": torch.zeros(4, HIDDEN)})
+    with pytest.raises(EraserCorrupted, match="a@1.*registered as"):
+        store.get("a")
+    for path in bad.path.iterdir():
+        path.unlink()
+    with pytest.raises(EraserCorrupted, match="a@1.*missing"):
+        store.get("a")
+
+
+# ---- CLI
+
+
+def run_cli(*argv: str):
+    parser = argparse.ArgumentParser(prog="sft-eraser")
+    add_commands(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(list(argv))
+    return args.func(args)
+
+
+def test_cli(tmp_path, capsys):
+    store = str(tmp_path / "store")
+    src = make_eraser(tmp_path / "e")
+    carrier = str(write_carrier(tmp_path / "carrier", {"hidden_size": HIDDEN}))
+    assert run_cli("erasers", "add", str(src), "--store", store, "--carrier", carrier) == 0
+    assert run_cli("erasers", "add", str(src), "--store", store, "--name", "alias") == 0
+    assert "added alias@1" in capsys.readouterr().out
+    assert run_cli("erasers", "list", "--store", store, "--carrier", carrier) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == [
+        "NAME",
+        "VERSION",
+        "BEHAVIOR",
+        "TOKENS",
+        "HIDDEN",
+        "CARRIER",
+        "CREATED",
+        "FITS",
+    ]
+    assert [line.split()[:2] for line in lines[1:]] == [["alias", "1"], ["fix", "1"]]
+    assert all(line.split()[-1] == "yes" for line in lines[1:])
+    assert run_cli("erasers", "verify", "--store", store) == 0
+
+    flip_byte(tmp_path / "store" / "objects" / "alias" / "1" / "adapter_model.safetensors")
+    assert run_cli("erasers", "verify", "--store", store) == 1
+    assert "alias@1" in capsys.readouterr().out
+    assert run_cli("erasers", "remove", "alias@1", "--store", store) == 0
+    assert "removed alias@1" in capsys.readouterr().out
+    assert run_cli("erasers", "list", "--all", "--store", store) == 0
+    assert "alias" not in capsys.readouterr().out
+    with pytest.raises(EraserNotFound):
+        run_cli("erasers", "remove", "alias", "--store", store)
+    with pytest.raises(EraserStoreError, match="bad eraser reference"):
+        run_cli("erasers", "remove", "fix@x", "--store", store)
+    with pytest.raises(EraserFormatError, match="not a carrier directory"):
+        run_cli("erasers", "list", "--store", store, "--carrier", str(tmp_path))
