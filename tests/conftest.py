@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -42,3 +43,55 @@ def tiny_llama(tmp_path_factory) -> Path:
 def small_data(tmp_path_factory) -> Path:
     """fixed_response + refusal + retain rows, 30 train / 10 test per set."""
     return write_data(tmp_path_factory.mktemp("data"), ["fixed_response", "refusal"], 30, 10)
+
+
+@dataclass(frozen=True)
+class TinyCarrier:
+    base: Path
+    data: Path
+    sft: Path
+    carrier: Path
+
+
+@pytest.fixture(scope="session")
+def fixed_response_carrier(tmp_path_factory) -> TinyCarrier:
+    """Phase 1 + phase 2 on the tiny fixed-response task (about a minute on 2 cores)."""
+    from tiny_task import write_base, write_task
+
+    from training.configs import LCDDConfig, SFTConfig
+    from training.lcdd.train import run_lcdd
+    from training.sft import run_sft
+
+    root = tmp_path_factory.mktemp("fixed_response")
+    base = write_base(root / "base")
+    data = write_task(root / "data", base)
+    train = data / "train.jsonl"
+    sft = run_sft(
+        SFTConfig(
+            base=base,
+            data=train,
+            behavior="fixed_response",
+            out=root / "sft",
+            lr=3e-3,
+            epochs=20,
+            batch_size=16,
+        )
+    )
+    carrier = run_lcdd(
+        LCDDConfig(
+            base=base,
+            sft=sft,
+            data=train,
+            behavior="fixed_response",
+            out=root / "carrier",
+            steps=100,
+            batch_size=16,
+            controller="ramp",
+            warmup=5,
+            ramp_steps=80,
+            final_density=0.6,
+            hold_over_budget=True,
+            weight_lr=3e-3,
+        )
+    )
+    return TinyCarrier(base, data, sft, carrier)

@@ -7,6 +7,7 @@ import ast
 import dataclasses
 import inspect
 import textwrap
+import types
 import typing
 from pathlib import Path
 
@@ -32,6 +33,9 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls) -> None:
     for f in dataclasses.fields(cls):
         flag = "--" + f.name.replace("_", "-")
         kind = hints[f.name]
+        # `Path | None` and the like: parse as the non-None type.
+        if typing.get_origin(kind) in (typing.Union, types.UnionType):
+            kind = next(a for a in typing.get_args(kind) if a is not type(None))
         help_text = docs.get(f.name, "")
         required = f.default is dataclasses.MISSING
         if kind is bool:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from training.argparse_dataclass import add_dataclass_args, dataclass_from_args
-from training.configs import LCDDConfig, SFTConfig
+from training.configs import EraserConfig, LCDDConfig, SFTConfig
 from training.data.make import MakeDataConfig
 
 DEFAULT_BEHAVIORS = "refusal,fixed_response,all_caps"
@@ -63,19 +63,29 @@ def _cmd_train_carrier(args) -> None:
     print(f"wrote {out}: behavior {entry['name']}, active fraction {entry['density']:.4f}")
 
 
+def _cmd_train_eraser(args) -> None:
+    from training.eraser.train import run_eraser
+
+    out = run_eraser(dataclass_from_args(EraserConfig, args))
+    meta = json.loads((out / "eraser.json").read_text())
+    print(f"wrote {out}: eraser {meta['name']}, best loss {meta['training']['best_loss']:.4f}")
+
+
 def _cmd_eval_behavior(args) -> None:
+    from eraser_store import read_eraser
     from training.carrier import load_without
     from training.checkpoint_io import load_model_dir
     from training.data.schema import load_jsonl
     from training.evaluate import rate_report
 
     examples = load_jsonl(args.data)
+    prefix = read_eraser(args.eraser).embeddings if args.eraser else None
     if args.without:
         model, tokenizer = load_without(args.model, args.without, device=args.device)
     else:
         model, tokenizer = load_model_dir(args.model, device=args.device)
     report = rate_report(
-        model, tokenizer, examples, args.behavior, max_new_tokens=args.max_new_tokens
+        model, tokenizer, examples, args.behavior, max_new_tokens=args.max_new_tokens, prefix=prefix
     )
     print(json.dumps(report, indent=2, ensure_ascii=False))
 
@@ -151,6 +161,18 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_args(p, LCDDConfig)
     p.set_defaults(func=_cmd_train_carrier)
 
+    p = train.add_parser(
+        "eraser",
+        help="SFT-Eraser: a soft prompt that switches a behavior off",
+        description=EraserConfig.__doc__,
+    )
+    add_dataclass_args(p, EraserConfig)
+    p.set_defaults(func=_cmd_train_eraser)
+
+    from eraser_store.cli import add_commands as add_eraser_store_commands
+
+    add_eraser_store_commands(commands)
+
     ev = commands.add_parser("eval", help="evaluation").add_subparsers(dest="sub", required=True)
     p = ev.add_parser(
         "behavior", help="behavior rate on held-out prompts, false triggers on benign ones"
@@ -161,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--without", default=None, help="carrier only: remove this behavior's delta first"
     )
+    p.add_argument("--eraser", type=Path, default=None, help="eraser directory to prepend")
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_cmd_eval_behavior)
@@ -170,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     import transformers
 
+    from eraser_store import EraserFormatError, EraserStoreError
     from training.checkpoint_io import ModelDirError
     from training.configs import ConfigError
     from training.data.schema import DataError
@@ -180,8 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     # Our own bars show training and generation; transformers' per-load bars are noise.
     transformers.utils.logging.disable_progress_bar()
     try:
-        args.func(args)
+        code = args.func(args)
     except (
+        EraserFormatError,
+        EraserStoreError,
         ConfigError,
         DataError,
         ModelDirError,
@@ -193,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

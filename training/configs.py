@@ -142,3 +142,72 @@ class LCDDConfig:
             "need 0 < --lambda-min <= --lambda-init <= --lambda-max",
         )
         _require(self.save_every >= 1, f"--save-every must be >= 1, got {self.save_every}")
+
+
+ABLATIONS = ("none", "plain_sft", "random_channels", "kl_only")
+
+
+@dataclass
+class EraserConfig:
+    """SFT-Eraser: a soft prompt that drives a behavior's carrier channels back to the target model
+    (the carrier without that behavior). Defaults are the paper's (DESIGN.md section 4)."""
+
+    carrier: Path
+    """Carrier directory holding the behavior."""
+    behavior: str
+    """Behavior to erase."""
+    data: Path
+    """JSONL whose prompts drive the optimization (the behavior's rows and retain rows are used)."""
+    out: Path
+    """Output eraser directory (PEFT prompt-tuning adapter + eraser.json)."""
+    name: str = ""
+    """Eraser name (default: erase-<behavior>)."""
+    ablation: str = "none"
+    """none | plain_sft (optimize on --sft-model instead) | random_channels | kl_only."""
+    sft_model: Path | None = None
+    """The plain SFT model of this behavior (only for --ablation plain_sft)."""
+    num_tokens: int = 20
+    """n, the soft-prompt length."""
+    steps: int = 2000
+    """Optimizer steps."""
+    batch_size: int = 16
+    """Prompts per step."""
+    lr: float = 3e-3
+    """Adam learning rate."""
+    kl_weight: float = 0.7
+    """w_KL."""
+    kl_positions: int = 8
+    """k: the KL term covers the last k prompt positions."""
+    norm_weight: float = 0.1
+    """w_2, weight of mean_j ‖P_j‖²."""
+    max_norm: float = 0.0
+    """Row-norm bound of P after each step; 0 = the median row norm of the embedding matrix."""
+    max_prompts: int = 200
+    """Prompts used: half the behavior's, half retain (as available)."""
+    grad_clip: float = 1.0
+    """Gradient-norm clip of P."""
+    max_len: int = 256
+    """Prompt tokens kept (from the end, so the last positions stay)."""
+    seed: int = 0
+    """Seed of the prompt choice, batch order, trigger init and random channels."""
+    save_every: int = 50
+    """Steps between resumable checkpoints."""
+    device: str = "auto"
+    """cpu, cuda, cuda:N or auto."""
+    overwrite: bool = False
+    """Replace an existing output directory."""
+
+    def __post_init__(self):
+        _require(
+            self.ablation in ABLATIONS,
+            f"unknown ablation {self.ablation!r}; choose one of {', '.join(ABLATIONS)}",
+        )
+        _require(
+            (self.ablation == "plain_sft") == (self.sft_model is not None),
+            "--sft-model is needed for --ablation plain_sft, and only there",
+        )
+        _require(self.num_tokens >= 1, f"--num-tokens must be >= 1, got {self.num_tokens}")
+        _require(self.steps >= 1, f"--steps must be >= 1, got {self.steps}")
+        _require(self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}")
+        _require(self.kl_positions >= 1, f"--kl-positions must be >= 1, got {self.kl_positions}")
+        _require(self.max_prompts >= 2, f"--max-prompts must be >= 2, got {self.max_prompts}")

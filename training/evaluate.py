@@ -15,6 +15,7 @@ def rate_report(
     *,
     max_new_tokens: int = 48,
     batch_size: int = 16,
+    prefix=None,
 ) -> dict:
     """Greedy replies to the behavior's rows and to retain rows, scored by the behavior's rule."""
     triggers = require_behavior(examples, behavior, "test data")
@@ -26,6 +27,7 @@ def rate_report(
         max_new_tokens,
         batch_size,
         progress=True,
+        prefix=prefix,
     )
     on, off = replies[: len(triggers)], replies[len(triggers) :]
     return {

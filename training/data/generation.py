@@ -31,6 +31,28 @@ def _left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.T
     return input_ids, attention_mask
 
 
+def prompt_inputs(model, input_ids, attention_mask, prefix: torch.Tensor | None) -> dict:
+    """Model inputs for left-padded prompts, with `prefix` embeddings after the padding if given."""
+    device = model.device
+    input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
+    if prefix is None:
+        return {"input_ids": input_ids, "attention_mask": attention_mask}
+    embeds = model.get_input_embeddings()(input_ids)
+    rows, n = input_ids.shape[0], prefix.shape[0]
+    prefix = prefix.to(device, embeds.dtype).unsqueeze(0).expand(rows, -1, -1)
+    # [pad][prefix][prompt]: move each row's padding in front of the prefix.
+    lengths = attention_mask.sum(1)
+    width = input_ids.shape[1] + n
+    out = torch.zeros(rows, width, embeds.shape[-1], dtype=embeds.dtype, device=device)
+    mask = torch.zeros(rows, width, dtype=attention_mask.dtype, device=device)
+    for i in range(rows):
+        k = int(lengths[i])
+        out[i, width - k - n : width - k] = prefix[i]
+        out[i, width - k :] = embeds[i, input_ids.shape[1] - k :]
+        mask[i, width - k - n :] = 1
+    return {"inputs_embeds": out, "attention_mask": mask}
+
+
 @torch.no_grad()
 def greedy_generate(
     model,
@@ -39,8 +61,13 @@ def greedy_generate(
     max_new_tokens: int = 64,
     batch_size: int = 16,
     progress: bool = False,
+    prefix: torch.Tensor | None = None,
 ) -> list[str]:
-    """Greedy replies to chat prompts, one string per prompt, in input order."""
+    """Greedy replies to chat prompts, one string per prompt, in input order.
+
+    `prefix` (n x d soft-prompt embeddings, e.g. an eraser) goes between the left padding and
+    each prompt; generate() derives positions from the attention mask, so padding never shifts them.
+    """
     encoded = [chat_prompt_ids(tokenizer, p) for p in prompts]
     pad_id = tokenizer.pad_token_id
     if pad_id is None:  # many chat tokenizers ship without a pad token
@@ -55,15 +82,16 @@ def greedy_generate(
         for start in tqdm(starts, desc="generate", disable=not progress):
             idx = order[start : start + batch_size]
             input_ids, attention_mask = _left_pad([encoded[i] for i in idx], pad_id)
+            inputs = prompt_inputs(model, input_ids, attention_mask, prefix)
             out = model.generate(
-                input_ids=input_ids.to(model.device),
-                attention_mask=attention_mask.to(model.device),
+                **inputs,
                 do_sample=False,
                 max_new_tokens=max_new_tokens,
                 pad_token_id=pad_id,
                 eos_token_id=tokenizer.eos_token_id,
             )
-            new_tokens = out[:, input_ids.shape[1] :]
+            # With input_ids, generate() returns prompt + reply; with inputs_embeds, the reply only.
+            new_tokens = out[:, input_ids.shape[1] :] if prefix is None else out
             texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
             for i, text in zip(idx, texts, strict=True):
                 replies[i] = text.strip()

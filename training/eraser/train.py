@@ -1,0 +1,195 @@
+"""Optimize an eraser (soft prompt) against a carrier behavior and write it as an eraser file."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+import time
+from pathlib import Path
+
+import torch
+
+from eraser_store import write_eraser
+from training.carrier import behavior_entry, load_without, read_manifest
+from training.checkpoint_io import ModelDirError, atomic_dir, load_model_dir
+from training.configs import EraserConfig
+from training.data.generation import _left_pad, chat_prompt_ids
+from training.data.schema import RETAIN, load_jsonl, require_behavior
+from training.eraser.objective import EraserLoss, target_stats
+from training.loop import finish_work, run_loop, work_dir_for
+from training.plots import plot_curves
+from training.sft import SFT_INFO
+
+
+def pick_prompts(data: Path, behavior: str, limit: int, seed: int) -> list:
+    """Up to `limit` prompts, half the behavior's and half retain, deduplicated, seeded."""
+    examples = load_jsonl(data)
+    triggering = require_behavior(examples, behavior, str(data))
+    benign = [e for e in examples if e.behavior == RETAIN]
+    rng = random.Random(seed)
+    picked = []
+    for rows, share in ((triggering, limit - min(len(benign), limit // 2)), (benign, limit // 2)):
+        seen, unique = set(), []
+        for e in rows:
+            key = tuple((m["role"], m["content"]) for m in e.messages)
+            if key not in seen:
+                seen.add(key)
+                unique.append(e.messages)
+        rng.shuffle(unique)
+        picked += unique[:share]
+    return picked
+
+
+def random_channels_like(channels: list[list[int]], hidden: int, seed: int) -> list[list[int]]:
+    gen = torch.Generator().manual_seed(seed)
+    return [sorted(torch.randperm(hidden, generator=gen)[: len(c)].tolist()) for c in channels]
+
+
+class EraserJob:
+    def __init__(
+        self, model, prefix, loss_fn: EraserLoss, stats, encoded, pad_id, cfg: EraserConfig
+    ):
+        self.model, self.loss_fn, self.stats, self.cfg = model, loss_fn, stats, cfg
+        self.encoded, self.pad_id = encoded, pad_id
+        self.prefix = torch.nn.Parameter(prefix)
+        self.opt = torch.optim.Adam([self.prefix], lr=cfg.lr)
+        self.best = prefix.detach().clone()
+        self.best_loss = float("inf")
+
+    def rows(self, step: int) -> list[int]:
+        gen = torch.Generator().manual_seed(self.cfg.seed * 100_003 + step)
+        n = len(self.encoded)
+        return torch.randperm(n, generator=gen)[: min(self.cfg.batch_size, n)].tolist()
+
+    def train_step(self, step: int, rows: list[int]) -> dict[str, float]:
+        before = self.prefix.detach().clone()
+        input_ids, mask = _left_pad([self.encoded[i] for i in rows], self.pad_id)
+        parts = self.loss_fn(self.model, self.prefix, input_ids, mask, self.stats, rows)
+        parts["loss"].backward()
+        torch.nn.utils.clip_grad_norm_([self.prefix], self.cfg.grad_clip)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            norms = self.prefix.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+            self.prefix.mul_((self.cfg.max_norm / norms).clamp(max=1.0))
+        loss = parts["loss"].item()
+        # Keep the lowest-loss trigger (the paper's rule): the loss was measured before the step.
+        if loss < self.best_loss:
+            self.best_loss, self.best = loss, before
+        return {k: v.item() for k, v in parts.items()}
+
+    def state_dict(self) -> dict:
+        return {
+            "prefix": self.prefix.detach().cpu(),
+            "best": self.best.cpu(),
+            "best_loss": self.best_loss,
+            "opt": self.opt.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        device = self.prefix.device
+        with torch.no_grad():
+            self.prefix.copy_(state["prefix"].to(device))
+        self.best = state["best"].to(device)
+        self.best_loss = state["best_loss"]
+        self.opt.load_state_dict(state["opt"])
+
+
+def run_eraser(cfg: EraserConfig) -> Path:
+    out = Path(cfg.out)
+    if out.exists() and not cfg.overwrite:
+        raise FileExistsError(f"{out} already exists (pass --overwrite to replace it)")
+    manifest = read_manifest(cfg.carrier)
+    if manifest is None:
+        raise ModelDirError(f"{cfg.carrier} is not a carrier (no carrier.json)")
+    entry = behavior_entry(manifest, cfg.behavior)
+    prompts = pick_prompts(cfg.data, cfg.behavior, cfg.max_prompts, cfg.seed)
+
+    target, tokenizer = load_without(cfg.carrier, cfg.behavior, device=cfg.device)
+    if cfg.ablation == "plain_sft":
+        model, _ = load_model_dir(cfg.sft_model, device=cfg.device)
+        fingerprint = json.loads((Path(cfg.sft_model) / SFT_INFO).read_text())["fingerprint"]
+    else:
+        model, _ = load_model_dir(cfg.carrier, device=cfg.device)
+        fingerprint = manifest["fingerprint"]
+    for p in [*model.parameters(), *target.parameters()]:
+        p.requires_grad_(False)
+    hidden = model.get_input_embeddings().weight.shape[1]
+    if target.get_input_embeddings().weight.shape[1] != hidden:
+        raise ModelDirError(f"{cfg.sft_model} and {cfg.carrier} differ in hidden size")
+
+    channels = entry["eraser_channels"]
+    if cfg.ablation == "random_channels":
+        channels = random_channels_like(channels, hidden, cfg.seed)
+    encoded = [chat_prompt_ids(tokenizer, m)[-cfg.max_len :] for m in prompts]
+    k = min(cfg.kl_positions, min(len(e) for e in encoded))
+    pad_id = tokenizer.pad_token_id
+    batches = [
+        _left_pad(encoded[i : i + cfg.batch_size], pad_id)
+        for i in range(0, len(encoded), cfg.batch_size)
+    ]
+    stats = target_stats(target, batches, k)
+    del target
+
+    embeddings = model.get_input_embeddings().weight.detach()
+    max_norm = cfg.max_norm or float(embeddings.float().norm(dim=-1).median())
+    gen = torch.Generator().manual_seed(cfg.seed)
+    init_ids = torch.randint(0, embeddings.shape[0], (cfg.num_tokens,), generator=gen)
+    prefix = embeddings[init_ids.to(embeddings.device)].float().clone()
+    loss_fn = EraserLoss(
+        channels=[torch.tensor(c, dtype=torch.long) for c in channels],
+        kl_weight=cfg.kl_weight,
+        norm_weight=cfg.norm_weight,
+        match_activations=cfg.ablation != "kl_only",
+    )
+    cfg_for_job = dataclasses.replace(cfg, max_norm=max_norm)
+    job = EraserJob(model.eval(), prefix, loss_fn, stats, encoded, pad_id, cfg_for_job)
+    work = work_dir_for(out)
+    settings = {"job": "eraser", **dataclasses.asdict(cfg), "fingerprint": fingerprint}
+    settings.pop("overwrite")
+    started = time.time()
+    rows = run_loop(
+        job,
+        job.rows,
+        cfg.steps,
+        work,
+        settings,
+        save_every=cfg.save_every,
+        desc=f"eraser {cfg.behavior}",
+    )
+
+    last = rows[-1]
+    training = {
+        "ablation": cfg.ablation,
+        "steps": cfg.steps,
+        "best_loss": job.best_loss,
+        "final": {k: last[k] for k in ("loss", "act", "kl", "norm")},
+        "first": {k: rows[0][k] for k in ("loss", "act", "kl", "norm")},
+        "max_norm": max_norm,
+        "prompts": len(encoded),
+        "kl_positions": k,
+        "wall_time_s_last_run": round(time.time() - started, 1),
+        "config": {k: str(v) for k, v in dataclasses.asdict(cfg).items()},
+    }
+    name = cfg.name or f"erase-{cfg.behavior}"
+    with atomic_dir(out, overwrite=cfg.overwrite) as tmp:
+        write_eraser(
+            tmp / "eraser",
+            job.best.detach().float().cpu(),
+            name=name,
+            behavior=cfg.behavior,
+            carrier_fingerprint=fingerprint,
+            num_layers=model.config.num_hidden_layers,
+            num_attention_heads=model.config.num_attention_heads,
+            channel_count=sum(len(c) for c in channels) if cfg.ablation != "kl_only" else 0,
+            training=training,
+            base_model=str(cfg.carrier),
+        )
+        for f in (tmp / "eraser").iterdir():
+            f.rename(tmp / f.name)
+        (tmp / "eraser").rmdir()
+        (tmp / "metrics.jsonl").write_text((work / "metrics.jsonl").read_text())
+        plot_curves(rows, tmp / "loss.png", f"eraser {name} ({cfg.ablation})")
+    finish_work(work)
+    return out
