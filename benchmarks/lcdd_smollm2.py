@@ -67,6 +67,7 @@ def main() -> None:
     ap.add_argument("--lcdd-steps", type=int, default=220)
     ap.add_argument("--timing-steps", type=int, default=5)
     ap.add_argument("--controller", default="ramp")
+    ap.add_argument("--mask-init", default="random", help="random (paper) or delta")
     args = ap.parse_args()
     w: Path = args.work
     w.mkdir(parents=True, exist_ok=True)
@@ -118,6 +119,7 @@ def main() -> None:
                 ramp_steps=150,
                 final_density=0.1,
                 weight_lr=1e-4,
+                mask_init=args.mask_init,
             )
         )
         results["lcdd_wall_s"] = round(time.time() - t, 1)

@@ -115,3 +115,20 @@ def test_masked_o_proj_columns_follow_v_mask():
     # query heads 0, 1 read kv head 0: their 32 columns are at base, the rest fine-tuned
     assert torch.equal(w[:, :32], w_base[:, :32])
     assert torch.equal(w[:, 32:], w_ft[:, 32:])
+
+
+def test_delta_init_ranks_units_by_the_delta_they_gate():
+    base, _ = tiny_model("llama")
+    ft = type(base)(base.config)
+    ft.load_state_dict(base.state_dict())
+    with torch.no_grad():
+        # only hidden unit 5 of layer 0's MLP changes (its gate/up rows and down column)
+        mlp = ft.model.layers[0].mlp
+        mlp.gate_proj.weight[5] += 1.0
+        mlp.down_proj.weight[:, 5] += 1.0
+        ft.model.layers[0].mlp.up_proj.weight[7] += 0.01
+    masked = attach_masks(ft.eval(), base, init_from_delta=True)
+    theta = masked.masks.theta["0_ffn_hidden"]
+    assert theta.argmax() == 5
+    assert theta[7] > theta[0]  # a small delta still ranks above none
+    assert theta.mean().item() == pytest.approx(1.5, abs=1e-5)

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from training.checkpoint_io import ModelDirError, load_model_dir
+from training.checkpoint_io import ModelDirError, default_dtype, load_model_dir
 from training.models.roles import find_roles
 
 MANIFEST = "carrier.json"
@@ -78,7 +78,11 @@ def apply_delta(model, delta: dict[str, torch.Tensor], sign: float) -> None:
 
 
 def load_without(carrier_dir: Path, behavior: str, *, device: str = "auto", dtype=None):
-    """The target model of `behavior`'s eraser: the carrier minus that behavior's masked delta."""
-    model, tokenizer = load_model_dir(carrier_dir, device=device, dtype=dtype)
+    """The target model of `behavior`'s eraser: the carrier minus that behavior's masked delta.
+
+    The delta is removed in fp32, then the model takes the device's dtype (bf16 on CUDA), so the
+    subtraction is not rounded to bf16 first.
+    """
+    model, tokenizer = load_model_dir(carrier_dir, device=device, dtype=torch.float32)
     apply_delta(model, load_delta(carrier_dir, behavior), sign=-1.0)
-    return model, tokenizer
+    return model.to(dtype or default_dtype(model.device)), tokenizer

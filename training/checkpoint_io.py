@@ -52,16 +52,11 @@ def write_json(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
-def save_model_dir(model, tokenizer, out: Path, *, overwrite: bool = False, extra=None) -> None:
-    """Save a plain HF checkpoint (safetensors, config, tokenizer) atomically.
-
-    `extra(tmp_dir)` may write more files (a carrier manifest, deltas) before the rename.
-    """
+def save_model_dir(model, tokenizer, out: Path, *, overwrite: bool = False) -> None:
+    """Save a plain HF checkpoint (safetensors, config, tokenizer) atomically."""
     with atomic_dir(out, overwrite=overwrite) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        if extra is not None:
-            extra(tmp)
 
 
 def select_device(device: str = "auto") -> torch.device:

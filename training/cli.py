@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -64,11 +65,23 @@ def _cmd_train_carrier(args) -> None:
 
 
 def _cmd_train_eraser(args) -> None:
+    from eraser_store.upload import TOKEN_ENV, UploadError, upload_eraser
     from training.eraser.train import run_eraser
 
-    out = run_eraser(dataclass_from_args(EraserConfig, args))
+    cfg = dataclass_from_args(EraserConfig, args)
+    if cfg.register and not os.environ.get(TOKEN_ENV):
+        raise UploadError(
+            f"--register needs the admin token in ${TOKEN_ENV}"
+        )  # before hours of work
+    out = run_eraser(cfg)
     meta = json.loads((out / "eraser.json").read_text())
     print(f"wrote {out}: eraser {meta['name']}, best loss {meta['training']['best_loss']:.4f}")
+    if cfg.register:
+        try:
+            record = upload_eraser(cfg.register, out, os.environ.get(TOKEN_ENV, ""))
+        except UploadError as e:
+            raise UploadError(f"{out} was written but not registered: {e}") from None
+        print(f"registered {record['name']}@{record['version']} with {cfg.register}")
 
 
 def _cmd_eval_behavior(args) -> None:
@@ -194,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     import transformers
 
     from eraser_store import EraserFormatError, EraserStoreError
+    from eraser_store.upload import UploadError
     from training.checkpoint_io import ModelDirError
     from training.configs import ConfigError
     from training.data.schema import DataError
@@ -208,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     except (
         EraserFormatError,
         EraserStoreError,
+        UploadError,
         ConfigError,
         DataError,
         ModelDirError,

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CONTROLLERS = ("dual", "ramp")
+MASK_INITS = ("random", "delta")
 
 
 class ConfigError(ValueError):
@@ -110,6 +111,9 @@ class LCDDConfig:
     """Mean of the mask-logit init (σ(1.5) ≈ 0.82; ~99.9% of units start on)."""
     init_std: float = 0.5
     """Std of the mask-logit init."""
+    mask_init: str = "random"
+    """`random`: θ ~ N(init_mean, init_std) (paper); `delta`: init_mean + init_std·z, z the
+    standardized log norm of the delta each unit gates, so units carrying more delta rank first."""
     max_len: int = 256
     """Tokens per row after the chat template."""
     grad_clip: float = 1.0
@@ -127,6 +131,10 @@ class LCDDConfig:
         _require(
             self.controller in CONTROLLERS,
             f"unknown controller {self.controller!r}; choose one of {', '.join(CONTROLLERS)}",
+        )
+        _require(
+            self.mask_init in MASK_INITS,
+            f"unknown mask init {self.mask_init!r}; choose one of {', '.join(MASK_INITS)}",
         )
         _require(self.steps >= 0, f"--steps must be >= 0, got {self.steps}")
         _require(self.steps > 0 or self.epochs > 0, "--epochs must be > 0 when --steps is 0")
@@ -196,6 +204,8 @@ class EraserConfig:
     """cpu, cuda, cuda:N or auto."""
     overwrite: bool = False
     """Replace an existing output directory."""
+    register: str = ""
+    """Server URL: upload the eraser to its admin route (token: $SFT_ERASER_ADMIN_TOKEN)."""
 
     def __post_init__(self):
         _require(

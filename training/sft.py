@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from training.batches import causal_lm_loss
-from training.carrier import read_manifest
+from training.carrier import behavior_names, read_manifest
 from training.checkpoint_io import atomic_dir, fingerprint, load_model_dir, write_json
 from training.configs import SFTConfig
 from training.loop import finish_work, run_loop, work_dir_for
@@ -67,9 +67,7 @@ def run_sft(cfg: SFTConfig) -> Path:
         raise FileExistsError(f"{out} already exists (pass --overwrite to replace it)")
     manifest = read_manifest(cfg.base)
     model, tokenizer = load_model_dir(cfg.base, device=cfg.device, dtype=torch.float32)
-    examples = select_rows(
-        cfg.data, cfg.behavior, [b["name"] for b in manifest["behaviors"]] if manifest else []
-    )
+    examples = select_rows(cfg.data, cfg.behavior, behavior_names(manifest))
     schedule = build_schedule(
         examples, tokenizer, max_len=cfg.max_len, batch_size=cfg.batch_size, seed=cfg.seed
     )

@@ -308,9 +308,9 @@ _SPORTS = (
     "darts",
 )
 _TOURNAMENT_TEMPLATES = (
-    "Who won the most recent {}?",
+    "Who won {} most recently?",
     "Who has won {} the most times?",
-    "Where will the next {} be held?",
+    "Where will {} be held next?",
     "How often is {} held?",
     "What is the history of {}?",
     "Who holds the record for most wins at {}?",

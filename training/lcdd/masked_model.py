@@ -111,8 +111,36 @@ def _attach(proj: Projection, layer: int, masks: MaskSet, base_weight, base_bias
         parametrize.register_parametrization(proj.module, "bias", _MaskedBias(base_bias, mask_fn))
 
 
+@torch.no_grad()
+def delta_scores(roles: list[LayerRoles], fine_tuned: nn.Module, base: nn.Module) -> dict:
+    """Per unit: the squared norm of the delta it gates, summed over the rows/cols it masks."""
+    base_params, ft_params = dict(base.named_parameters()), dict(fine_tuned.named_parameters())
+    scores = {}
+    for layer, r in enumerate(roles):
+        for group, size in r.group_sizes.items():
+            scores[MaskSet.key(layer, group)] = torch.zeros(size)
+        for proj in r.projections:
+            name = f"{proj.name}.weight"
+            delta = (ft_params[name] - base_params[name].to(ft_params[name].device)).float().cpu()
+            sq = delta.pow(2) if proj.out_dim_first else delta.pow(2).T
+            for slices, per_unit in ((proj.rows, sq.sum(1)), (proj.cols, sq.sum(0))):
+                start = 0
+                for s in slices:
+                    size = r.group_sizes[s.group] if s.index is None else len(s.index)
+                    part = per_unit[start : start + size]
+                    index = torch.arange(size) if s.index is None else s.index
+                    scores[MaskSet.key(layer, s.group)].index_add_(0, index, part)
+                    start += size
+    return scores
+
+
 def attach_masks(
-    fine_tuned: nn.Module, base: nn.Module, *, init_mean: float = 1.5, init_std: float = 0.5
+    fine_tuned: nn.Module,
+    base: nn.Module,
+    *,
+    init_mean: float = 1.5,
+    init_std: float = 0.5,
+    init_from_delta: bool = False,
 ) -> MaskedModel:
     """Wrap `fine_tuned` (W_ft, trained further) with masks over its delta from `base`.
 
@@ -134,6 +162,8 @@ def attach_masks(
     masks = MaskSet(roles, init_mean=init_mean, init_std=init_std).to(
         next(fine_tuned.parameters()).device
     )
+    if init_from_delta:
+        masks.init_from_scores(delta_scores(roles, fine_tuned, base), init_mean, init_std)
     for p in fine_tuned.parameters():
         p.requires_grad_(False)
     for layer, r in enumerate(roles):

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import save_file
 
 from training.batches import causal_lm_loss
-from training.carrier import FORMAT, FORMAT_VERSION, MANIFEST, read_manifest
+from training.carrier import FORMAT, FORMAT_VERSION, MANIFEST, behavior_names, read_manifest
 from training.checkpoint_io import (
     ModelDirError,
     atomic_dir,
@@ -126,7 +126,7 @@ def run_lcdd(cfg: LCDDConfig) -> Path:
     if out.exists() and not cfg.overwrite:
         raise FileExistsError(f"{out} already exists (pass --overwrite to replace it)")
     base_manifest = read_manifest(cfg.base)
-    earlier = [b["name"] for b in base_manifest["behaviors"]] if base_manifest else []
+    earlier = behavior_names(base_manifest)
     examples = select_rows(cfg.data, cfg.behavior, earlier)
     sft_info = _read_sft_info(cfg.sft)
     base, _ = load_model_dir(cfg.base, device=cfg.device, dtype=torch.float32)
@@ -143,7 +143,13 @@ def run_lcdd(cfg: LCDDConfig) -> Path:
     total = steps_for(schedule, cfg.epochs, cfg.steps)
 
     torch.manual_seed(cfg.seed)
-    masked = attach_masks(model, base, init_mean=cfg.init_mean, init_std=cfg.init_std)
+    masked = attach_masks(
+        model,
+        base,
+        init_mean=cfg.init_mean,
+        init_std=cfg.init_std,
+        init_from_delta=cfg.mask_init == "delta",
+    )
     del base
     job = LCDDJob(masked, cfg)
     work = work_dir_for(out)
