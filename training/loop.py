@@ -6,6 +6,7 @@ with the same settings, it resumes from the last checkpoint; with other settings
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -24,6 +25,18 @@ class Job(Protocol):
 
 class RunError(ValueError):
     pass
+
+
+# Flags that change what happens after training, not the run itself: a resume may differ in them.
+OUTPUT_ONLY_FLAGS = ("overwrite", "register")
+
+
+def run_settings(kind: str, cfg, **extra) -> dict:
+    """What must match for a run to resume: the job kind, its config and `extra` facts."""
+    settings = {"job": kind, **dataclasses.asdict(cfg), **extra}
+    for flag in OUTPUT_ONLY_FLAGS:
+        settings.pop(flag, None)
+    return settings
 
 
 def work_dir_for(out: Path) -> Path:

@@ -12,7 +12,7 @@ from training.batches import causal_lm_loss
 from training.carrier import behavior_names, read_manifest
 from training.checkpoint_io import atomic_dir, fingerprint, load_model_dir, write_json
 from training.configs import SFTConfig
-from training.loop import finish_work, run_loop, work_dir_for
+from training.loop import finish_work, run_loop, run_settings, work_dir_for
 from training.models.roles import find_roles
 from training.plots import plot_curves
 from training.run_setup import build_schedule, select_rows, steps_for
@@ -76,8 +76,7 @@ def run_sft(cfg: SFTConfig) -> Path:
     torch.manual_seed(cfg.seed)
     job = SFTJob(model, cfg)
     work = work_dir_for(out)
-    settings = {"job": "sft", **dataclasses.asdict(cfg), "base_fingerprint": base_fp}
-    settings.pop("overwrite")
+    settings = run_settings("sft", cfg, base_fingerprint=base_fp)
     started = time.time()
     rows = run_loop(
         job,

@@ -17,7 +17,7 @@ from training.configs import EraserConfig
 from training.data.generation import _left_pad, chat_prompt_ids
 from training.data.schema import RETAIN, load_jsonl, require_behavior
 from training.eraser.objective import EraserLoss, target_stats
-from training.loop import finish_work, run_loop, work_dir_for
+from training.loop import finish_work, run_loop, run_settings, work_dir_for
 from training.plots import plot_curves
 from training.sft import SFT_INFO
 
@@ -146,8 +146,7 @@ def run_eraser(cfg: EraserConfig) -> Path:
     cfg_for_job = dataclasses.replace(cfg, max_norm=max_norm)
     job = EraserJob(model.eval(), prefix, loss_fn, stats, encoded, pad_id, cfg_for_job)
     work = work_dir_for(out)
-    settings = {"job": "eraser", **dataclasses.asdict(cfg), "fingerprint": fingerprint}
-    settings.pop("overwrite")
+    settings = run_settings("eraser", cfg, fingerprint=fingerprint)
     started = time.time()
     rows = run_loop(
         job,

@@ -24,7 +24,7 @@ from training.checkpoint_io import (
 from training.configs import LCDDConfig
 from training.lcdd.controller import DualController, RampController
 from training.lcdd.masked_model import MaskedModel, attach_masks
-from training.loop import finish_work, run_loop, work_dir_for
+from training.loop import finish_work, run_loop, run_settings, work_dir_for
 from training.models.roles import WRITE_GROUPS
 from training.plots import plot_curves, plot_density
 from training.run_setup import build_schedule, select_rows, steps_for
@@ -153,8 +153,7 @@ def run_lcdd(cfg: LCDDConfig) -> Path:
     del base
     job = LCDDJob(masked, cfg)
     work = work_dir_for(out)
-    settings = {"job": "lcdd", **dataclasses.asdict(cfg), "base_fingerprint": base_fp}
-    settings.pop("overwrite")
+    settings = run_settings("lcdd", cfg, base_fingerprint=base_fp)
     started = time.time()
     rows = run_loop(
         job,
