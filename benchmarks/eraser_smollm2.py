@@ -28,11 +28,16 @@ def evaluate(model_dir: Path, eraser_dir: Path | None, test, behavior: str, base
     report = rate_report(model, tok, test, behavior, prefix=prefix)
     benign = [e.messages for e in test if e.behavior == RETAIN]
     replies = greedy_generate(model, tok, benign, 48, prefix=prefix)
-    agree = sum(a == b for a, b in zip(replies, base_replies, strict=True)) / len(benign)
+    pairs = list(zip(replies, base_replies, strict=True))
     return {
         "rate": report["rate"],
         "false_trigger": report["false_trigger"],
-        "benign_exact_agreement_with_base": agree,
+        # 48 tokens identical is strict; the first 10 words say whether the answer starts the same
+        "benign_exact_agreement_with_base": sum(a == b for a, b in pairs) / len(pairs),
+        "benign_first10words_agreement_with_base": sum(
+            a.split()[:10] == b.split()[:10] for a, b in pairs
+        )
+        / len(pairs),
         "samples": report["samples"],
     }
 
@@ -45,6 +50,7 @@ def main() -> None:
     ap.add_argument("--behavior", default="fixed_response")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--runs", default="carrier,plain_sft", help="carrier and/or plain_sft")
     args = ap.parse_args()
     w = args.work
     results_file = w / "eraser_results.json"
@@ -59,8 +65,9 @@ def main() -> None:
         "carrier": dict(ablation="none"),
         "plain_sft": dict(ablation="plain_sft", sft_model=w / "sft"),
     }
-    for name, kw in runs.items():
-        out = w / f"eraser_{name}"
+    for name in args.runs.split(","):
+        kw, tag = runs[name], f"{name}_s{args.steps}"
+        out = w / f"eraser_{tag}"
         if not out.exists():
             t = time.time()
             cfg = EraserConfig(
@@ -73,19 +80,17 @@ def main() -> None:
                 **kw,
             )
             run_eraser(cfg)
-            results[f"{name}_train_wall_s"] = round(time.time() - t, 1)
+            results[f"{tag}_train_wall_s"] = round(time.time() - t, 1)
         model_dir = w / ("sft" if name == "plain_sft" else "carrier")
-        for label, eraser in (("without", None), ("with", out)):
-            key = f"{name}_{label}_eraser"
+        for key, eraser in ((f"{name}_without_eraser", None), (f"{tag}_with_eraser", out)):
             if key not in results:
                 results[key] = evaluate(model_dir, eraser, test, args.behavior, base_replies)
                 results_file.write_text(json.dumps(results, indent=2))
-        results[f"{name}_training"] = read_eraser(out).meta.training
+        results[f"{tag}_training"] = read_eraser(out).meta.training
         results_file.write_text(json.dumps(results, indent=2))
+    metrics = ("rate", "false_trigger", "benign_first10words_agreement_with_base")
     summary = {
-        k: {m: v[m] for m in ("rate", "false_trigger", "benign_exact_agreement_with_base")}
-        for k, v in results.items()
-        if k.endswith("_eraser")
+        k: {m: v.get(m) for m in metrics} for k, v in results.items() if k.endswith("_eraser")
     }
     print(json.dumps(summary, indent=2))
 

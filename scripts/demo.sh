@@ -15,7 +15,8 @@ mkdir -p "$W"
   --behavior "$B" --out "$W/sft" --epochs 2
 [ -d "$W/carrier" ] || sft-eraser train carrier --base "$W/base" --sft "$W/sft" \
   --data "$W/data/train.jsonl" --behavior "$B" --out "$W/carrier" \
-  --controller ramp --steps 220 --warmup 20 --ramp-steps 150 --final-density 0.1 --weight-lr 1e-4
+  --controller ramp --steps 220 --warmup 20 --ramp-steps 150 --final-density 0.1 --weight-lr 1e-4 \
+  --mask-init delta
 for m in base sft carrier; do
   echo "== $m"
   sft-eraser eval behavior --model "$W/$m" --data "$W/data/test.jsonl" --behavior "$B" \
