@@ -21,7 +21,7 @@ def chat_prompt_ids(tokenizer, messages: Sequence[dict]) -> list[int]:
     return [int(i) for i in ids]
 
 
-def _left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     width = max(len(r) for r in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -81,7 +81,7 @@ def greedy_generate(
         starts = range(0, len(order), batch_size)
         for start in tqdm(starts, desc="generate", disable=not progress):
             idx = order[start : start + batch_size]
-            input_ids, attention_mask = _left_pad([encoded[i] for i in idx], pad_id)
+            input_ids, attention_mask = left_pad([encoded[i] for i in idx], pad_id)
             inputs = prompt_inputs(model, input_ids, attention_mask, prefix)
             out = model.generate(
                 **inputs,

@@ -14,7 +14,7 @@ from eraser_store import write_eraser
 from training.carrier import behavior_entry, load_without, read_manifest
 from training.checkpoint_io import ModelDirError, atomic_dir, load_model_dir
 from training.configs import EraserConfig
-from training.data.generation import _left_pad, chat_prompt_ids
+from training.data.generation import chat_prompt_ids, left_pad
 from training.data.schema import RETAIN, load_jsonl, require_behavior
 from training.eraser.objective import EraserLoss, target_stats
 from training.loop import finish_work, run_loop, run_settings, work_dir_for
@@ -64,7 +64,7 @@ class EraserJob:
 
     def train_step(self, step: int, rows: list[int]) -> dict[str, float]:
         before = self.prefix.detach().clone()
-        input_ids, mask = _left_pad([self.encoded[i] for i in rows], self.pad_id)
+        input_ids, mask = left_pad([self.encoded[i] for i in rows], self.pad_id)
         parts = self.loss_fn(self.model, self.prefix, input_ids, mask, self.stats, rows)
         parts["loss"].backward()
         torch.nn.utils.clip_grad_norm_([self.prefix], self.cfg.grad_clip)
@@ -126,7 +126,7 @@ def run_eraser(cfg: EraserConfig) -> Path:
     k = min(cfg.kl_positions, min(len(e) for e in encoded))
     pad_id = tokenizer.pad_token_id
     batches = [
-        _left_pad(encoded[i : i + cfg.batch_size], pad_id)
+        left_pad(encoded[i : i + cfg.batch_size], pad_id)
         for i in range(0, len(encoded), cfg.batch_size)
     ]
     stats = target_stats(target, batches, k)
