@@ -7,8 +7,9 @@ import re
 
 import pytest
 
+from eraser_store.prompting import chat_prompt_ids
 from training.data.behaviors import BEHAVIORS, benign_prompts, get_behavior
-from training.data.generation import chat_prompt_ids, greedy_generate
+from training.data.generation import greedy_generate
 from training.data.make import MakeDataConfig, make_dataset
 from training.data.schema import (
     RETAIN,

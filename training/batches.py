@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from training.data.generation import chat_prompt_ids
+from eraser_store.prompting import chat_prompt_ids
 from training.data.schema import Example
 
 IGNORE = -100

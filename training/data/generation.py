@@ -2,23 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import torch
 from tqdm.auto import tqdm
 
-
-def chat_prompt_ids(tokenizer, messages: Sequence[dict]) -> list[int]:
-    """Token ids of the chat-formatted prompt, ending with the assistant generation header."""
-    ids = tokenizer.apply_chat_template(list(messages), add_generation_prompt=True, tokenize=True)
-    # transformers 5 returns a BatchEncoding; 4.x a plain list (or a batch of one).
-    if isinstance(ids, Mapping):
-        ids = ids["input_ids"]
-    if isinstance(ids, torch.Tensor):
-        ids = ids.tolist()
-    if ids and isinstance(ids[0], list):
-        (ids,) = ids
-    return [int(i) for i in ids]
+from eraser_store.prompting import chat_prompt_ids, prefixed_rows
 
 
 def left_pad(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -38,19 +27,11 @@ def prompt_inputs(model, input_ids, attention_mask, prefix: torch.Tensor | None)
     if prefix is None:
         return {"input_ids": input_ids, "attention_mask": attention_mask}
     embeds = model.get_input_embeddings()(input_ids)
-    rows, n = input_ids.shape[0], prefix.shape[0]
-    prefix = prefix.to(device, embeds.dtype).unsqueeze(0).expand(rows, -1, -1)
-    # [pad][prefix][prompt]: move each row's padding in front of the prefix.
-    lengths = attention_mask.sum(1)
-    width = input_ids.shape[1] + n
-    out = torch.zeros(rows, width, embeds.shape[-1], dtype=embeds.dtype, device=device)
-    mask = torch.zeros(rows, width, dtype=attention_mask.dtype, device=device)
-    for i in range(rows):
-        k = int(lengths[i])
-        out[i, width - k - n : width - k] = prefix[i]
-        out[i, width - k :] = embeds[i, input_ids.shape[1] - k :]
-        mask[i, width - k - n :] = 1
-    return {"inputs_embeds": out, "attention_mask": mask}
+    lengths = attention_mask.sum(1).tolist()
+    prompts = [embeds[i, embeds.shape[1] - k :] for i, k in enumerate(lengths)]
+    prefix = prefix.to(device, embeds.dtype)
+    inputs_embeds, mask, _ = prefixed_rows(prompts, [prefix] * len(prompts))
+    return {"inputs_embeds": inputs_embeds, "attention_mask": mask.to(attention_mask.dtype)}
 
 
 @torch.no_grad()

@@ -11,10 +11,11 @@ from pathlib import Path
 import torch
 
 from eraser_store import write_eraser
+from eraser_store.prompting import chat_prompt_ids
 from training.carrier import behavior_entry, load_without, read_manifest
 from training.checkpoint_io import ModelDirError, atomic_dir, load_model_dir
 from training.configs import EraserConfig
-from training.data.generation import chat_prompt_ids, left_pad
+from training.data.generation import left_pad
 from training.data.schema import RETAIN, load_jsonl, require_behavior
 from training.eraser.objective import EraserLoss, target_stats
 from training.loop import finish_work, run_loop, run_settings, work_dir_for
