@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from training.argparse_dataclass import add_dataclass_args, dataclass_from_args
@@ -103,7 +104,9 @@ def _cmd_eval_behavior(args) -> None:
     print(json.dumps(report, indent=2, ensure_ascii=False))
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(extra_commands: Sequence[Callable] = ()) -> argparse.ArgumentParser:
+    """The offline commands, plus `extra_commands` (each adds its subparsers; `serve` comes
+    from the server package this way, so training never imports it)."""
     parser = argparse.ArgumentParser(prog="sft-eraser", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -200,10 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_cmd_eval_behavior)
+    for add in extra_commands:
+        add(commands)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, extra_commands: Sequence[Callable] = ()) -> int:
     import transformers
 
     from eraser_store import EraserFormatError, EraserStoreError
@@ -214,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     from training.loop import RunError
     from training.models.roles import UnsupportedArchitecture
 
-    args = build_parser().parse_args(argv)
+    args = build_parser(extra_commands).parse_args(argv)
     # Our own bars show training and generation; transformers' per-load bars are noise.
     transformers.utils.logging.disable_progress_bar()
     try:

@@ -1,0 +1,117 @@
+"""Admin routes: register and remove erasers while the server runs.
+
+Off unless an admin token is configured. POST takes the eraser exactly as `train eraser` writes
+it (the contract of eraser_store.upload); the store validates and versions it.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.formparsers import MultiPartException
+
+from eraser_store import (
+    EraserFormatError,
+    EraserNotFound,
+    EraserRecord,
+    EraserRefused,
+    EraserStoreError,
+    parse_ref,
+)
+from eraser_store.format import FILES
+from server import errors
+from server.auth import bearer_token, token_matches
+from server.routes import server_state
+from server.settings import ENV_PREFIX
+
+router = APIRouter(prefix="/admin")
+TRUE, FALSE = {"true", "1", "yes"}, {"false", "0", "no", ""}
+
+
+def require_admin(request: Request) -> None:
+    token = server_state(request).settings.admin_token
+    if token is None:
+        raise errors.not_found(
+            f"the admin routes are off: start the server with {ENV_PREFIX}ADMIN_TOKEN set",
+            code="admin_disabled",
+        )
+    if not token_matches(
+        bearer_token(request.headers.get("authorization")), token.get_secret_value()
+    ):
+        raise errors.unauthorized("missing or invalid admin token")
+
+
+@router.post("/erasers", status_code=201, dependencies=[Depends(require_admin)])
+async def add_eraser(request: Request) -> JSONResponse:
+    state = server_state(request)
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise errors.bad_request(
+            f"send the eraser as multipart/form-data with parts {', '.join(FILES)}"
+        )
+    try:
+        form = await request.form(
+            max_files=len(FILES), max_fields=8, max_part_size=state.settings.max_upload_bytes
+        )
+    except MultiPartException as e:
+        raise errors.bad_request(f"bad multipart body: {e.message}") from None
+    missing = [f for f in FILES if not isinstance(form.get(f), UploadFile)]
+    if missing:
+        raise errors.bad_request(f"missing file part(s): {', '.join(missing)}", param=missing[0])
+    name = form.get("name") or None
+    force = str(form.get("force", "")).lower()
+    if force not in TRUE | FALSE:
+        raise errors.bad_request(f"force must be true or false, not {force!r}", param="force")
+    with tempfile.TemporaryDirectory(prefix="upload-") as tmp:
+        for f in FILES:
+            (Path(tmp) / f).write_bytes(await form[f].read())
+        try:
+            record = await run_in_threadpool(state.store.add, tmp, name=name, force=force in TRUE)
+        except EraserFormatError as e:
+            raise errors.unprocessable(_public(str(e), tmp)) from None
+        except EraserRefused as e:
+            raise errors.conflict(_public(str(e), tmp), code="carrier_mismatch") from None
+        except EraserStoreError as e:
+            raise errors.bad_request(_public(str(e), tmp), param="name") from None
+    return JSONResponse(record_json(record), status_code=201)
+
+
+@router.delete("/erasers/{ref}", dependencies=[Depends(require_admin)])
+async def remove_eraser(ref: str, request: Request) -> dict:
+    """Remove NAME (every version) or NAME@VERSION. Requests in flight keep their copy."""
+    state = server_state(request)
+    try:
+        name, version = parse_ref(ref)
+    except EraserStoreError as e:
+        raise errors.bad_request(str(e), param="ref") from None
+    try:
+        removed = await run_in_threadpool(state.store.remove, name, version)
+    except EraserNotFound:
+        raise errors.not_found(
+            f"no eraser {ref!r} is registered", code="eraser_not_found"
+        ) from None
+    if state.erasers is not None:
+        state.erasers.forget(name)
+    return {"name": name, "removed_versions": removed}
+
+
+def record_json(r: EraserRecord) -> dict:
+    return {
+        "name": r.name,
+        "version": r.version,
+        "behavior": r.behavior,
+        "tokens": r.tokens,
+        "hidden_size": r.hidden_size,
+        "sha256": r.sha256,
+        "carrier_fingerprint": r.carrier_fingerprint,
+        "created": r.created,
+    }
+
+
+def _public(message: str, tmp: str) -> str:
+    """Store messages name the upload's temporary directory: not for clients."""
+    return message.replace(str(tmp), "upload")

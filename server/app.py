@@ -1,0 +1,124 @@
+"""The FastAPI app: state, lifespan (load the model, drain on shutdown), errors, middleware."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from eraser_store import EraserStore, carrier_ref
+from server import admin, errors, routes
+from server.auth import KeyRing
+from server.engine import Engine
+from server.erasers import ErasersOnDevice
+from server.metrics import Metrics
+from server.middleware import BodyLimit, RequestMetrics
+from server.model_loader import load_carrier
+from server.settings import ServerSettings
+from server.state import ServerState
+
+log = logging.getLogger("server")
+
+
+def create_app(settings: ServerSettings) -> FastAPI:
+    """Check the carrier, store and key file now (clear errors at startup); load the model in
+    the background so /health answers at once and /ready turns 200 when it is loaded."""
+    store = EraserStore(settings.store, carrier=carrier_ref(settings.carrier))
+    keyring = KeyRing.load(settings.api_keys_file) if settings.api_keys_file else None
+    state = ServerState(settings, store, keyring, Metrics())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        loading = asyncio.create_task(asyncio.to_thread(_load, state))
+        try:
+            yield
+        finally:
+            state.draining = True
+            await loading
+            if state.engine is not None:
+                await run_in_threadpool(state.engine.shutdown, settings.shutdown_timeout_s)
+
+    app = FastAPI(title="sft-eraser", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.server = state
+    app.include_router(routes.router)
+    app.include_router(admin.router)
+    _add_error_handlers(app, state)
+    app.add_middleware(RequestMetrics, metrics=state.metrics)
+    app.add_middleware(
+        BodyLimit,
+        limit_for_path=lambda path: (
+            settings.max_upload_bytes if path.startswith("/admin/") else settings.max_body_bytes
+        ),
+    )
+    return app
+
+
+def _load(state: ServerState) -> None:
+    s = state.settings
+    try:
+        loaded = load_carrier(s.carrier, s.device, s.dtype)
+        engine = Engine(
+            loaded.model,
+            loaded.tokenizer,
+            max_batch_size=s.max_batch_size,
+            max_queue=s.max_queue,
+            eos_ids=loaded.eos_ids,
+            max_positions=loaded.max_positions,
+        )
+    except Exception as e:
+        log.exception("loading %s failed", s.carrier)
+        state.load_error = f"{type(e).__name__}: {e}"
+        return
+    state.metrics.watch_engine(lambda: engine.waiting, lambda: engine.running)
+    state.erasers = ErasersOnDevice(state.store, loaded.device, loaded.dtype)
+    state.loaded = loaded
+    engine.start()
+    state.engine = engine
+    log.info("serving %s on %s (%s)", s.served_model_name, loaded.device, loaded.dtype)
+
+
+def _add_error_handlers(app: FastAPI, state: ServerState) -> None:
+    def respond(error: errors.APIError):
+        state.metrics.errors.labels(error.type).inc()
+        return error.response()
+
+    @app.exception_handler(errors.APIError)
+    async def api_error(request: Request, exc: errors.APIError):
+        return respond(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0]
+        if first.get("type") == "json_invalid":
+            return respond(errors.bad_request("the body is not valid JSON", code="invalid_json"))
+        loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+        param = ".".join(loc) or None
+        message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
+        if len(exc.errors()) > 1:
+            message += f" (and {len(exc.errors()) - 1} more problem(s))"
+        return respond(errors.bad_request(message, param=param))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        # FastAPI turns an error raised while reading the body into a 400; keep the real one.
+        if isinstance(exc.__cause__, errors.APIError):
+            return respond(exc.__cause__)
+        kind = {404: "not_found_error", 405: "invalid_request_error"}.get(
+            exc.status_code, "invalid_request_error"
+        )
+        # Keep the exception's headers: a 405 must say which methods are allowed (Allow).
+        return respond(
+            errors.APIError(exc.status_code, str(exc.detail), type=kind, headers=exc.headers)
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception):
+        log.exception("unhandled error on %s", request.url.path)
+        return respond(
+            errors.APIError(500, "internal server error; see the server log", type="server_error")
+        )

@@ -1,0 +1,59 @@
+"""Token ids -> text deltas, cut at the first stop string.
+
+The whole reply is decoded again at each token (SentencePiece-style tokenizers only place spaces
+right in context). Text that could still become a stop string, or that ends in an incomplete
+UTF-8 sequence, is held back until the next token settles it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+INCOMPLETE = "\ufffd"
+
+
+class TextStream:
+    def __init__(self, tokenizer, stop: Sequence[str] = ()):
+        self.tokenizer = tokenizer
+        self.stop = tuple(stop)
+        self.ids: list[int] = []
+        self.text = ""
+        self.sent = 0  # characters of `text` already handed out
+
+    def push(self, token_id: int) -> tuple[str, bool]:
+        """Add a token; return (new text to hand out, whether a stop string was reached)."""
+        self.ids.append(token_id)
+        self.text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        cut = self._first_stop()
+        if cut is not None:
+            self.text = self.text[:cut]
+            return self._advance(cut), True
+        return self._advance(len(self.text) - self._held_back()), False
+
+    def flush(self) -> str:
+        """The rest of the text, once the reply is over."""
+        return self._advance(len(self.text))
+
+    def _advance(self, upto: int) -> str:
+        if upto <= self.sent:
+            return ""
+        delta, self.sent = self.text[self.sent : upto], upto
+        return delta
+
+    def _first_stop(self) -> int | None:
+        hits = []
+        for s in self.stop:
+            # A stop string can only newly appear overlapping the text not yet handed out.
+            i = self.text.find(s, max(0, self.sent - len(s) + 1))
+            if i >= 0:
+                hits.append(i)
+        return min(hits) if hits else None
+
+    def _held_back(self) -> int:
+        hold = len(self.text) - len(self.text.rstrip(INCOMPLETE))
+        for s in self.stop:
+            for k in range(min(len(s) - 1, len(self.text)), 0, -1):
+                if self.text.endswith(s[:k]):
+                    hold = max(hold, k)
+                    break
+        return hold

@@ -1,0 +1,272 @@
+"""Step-level batching: one thread runs the model; requests join and leave the batch at any step.
+
+Each step admits waiting requests (one prefill forward for all of them, giving their first
+token), joins their KV cache to the running batch, then decodes one token for every running row.
+A row is `[pad][eraser embeddings...][prompt][reply so far]` with explicit positions, so its
+greedy output is the same whatever else shares the batch. Results go back through each request's
+`sink`, called on the engine thread.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from transformers import DynamicCache
+
+from eraser_store.prompting import positions, prefixed_rows
+from server.detokenizer import TextStream
+from server.kv_batch import BatchCache
+from server.sampling import SamplingParams, next_tokens
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Delta:
+    text: str
+
+
+@dataclass(frozen=True)
+class Finished:
+    reason: str  # "stop" (EOS or a stop string) or "length"
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
+class Failed:
+    message: str
+
+
+Event = Delta | Finished | Failed
+
+
+@dataclass
+class GenerationRequest:
+    prompt_ids: list[int]
+    prefix: torch.Tensor | None  # (n, hidden) eraser embeddings, on the model's device and dtype
+    params: SamplingParams
+    sink: Callable[[Event], None]
+    cancelled: bool = False  # set from another thread; the engine drops the row at its next step
+    submitted: float = field(default_factory=time.monotonic)
+    first_token_at: float | None = None  # set by the engine thread
+
+    @property
+    def prefix_len(self) -> int:
+        return 0 if self.prefix is None else self.prefix.shape[0]
+
+
+class QueueFull(RuntimeError):
+    pass
+
+
+class EngineStopped(RuntimeError):
+    pass
+
+
+@dataclass
+class _Row:
+    request: GenerationRequest
+    text: TextStream
+    generator: torch.Generator | None
+    position: int  # position id of the next input token
+    last_token: int = -1
+    generated: int = 0
+
+
+class Engine:
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        *,
+        max_batch_size: int,
+        max_queue: int,
+        eos_ids: set[int],
+        max_positions: int,
+    ):
+        self.model, self.tokenizer = model, tokenizer
+        self.max_batch_size, self.max_queue = max_batch_size, max_queue
+        self.eos_ids, self.max_positions = eos_ids, max_positions
+        self.device = model.device
+        self._embed = model.get_input_embeddings()
+        # Only the last position's logits are needed; older transformers lack the argument.
+        params = inspect.signature(model.forward).parameters
+        self._last_logits = {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+        # transformers 5.24 renamed `past_key_values` to `cache`.
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
+        self._waiting: deque[GenerationRequest] = deque()
+        self._rows: list[_Row] = []
+        # Taken off the queue, prefill under way: in neither _waiting nor _rows, yet they hold
+        # batch slots (submit's bound) and are in flight (shutdown's drain).
+        self._admitting = 0
+        self._cache: BatchCache | None = None
+        self._cv = threading.Condition()
+        self._accepting = True
+        self._stop = False
+        self._thread = threading.Thread(target=self._loop, name="engine", daemon=True)
+
+    # ---- called from other threads
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def submit(self, request: GenerationRequest) -> None:
+        with self._cv:
+            if not self._accepting:
+                raise EngineStopped("the server is shutting down")
+            free_slots = self.max_batch_size - len(self._rows) - self._admitting
+            if len(self._waiting) >= self.max_queue + max(0, free_slots):
+                raise QueueFull
+            self._waiting.append(request)
+            self._cv.notify()
+
+    def cancel(self, request: GenerationRequest) -> None:
+        request.cancelled = True
+        with self._cv:
+            self._cv.notify()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiting)
+
+    @property
+    def running(self) -> int:
+        return len(self._rows)
+
+    def shutdown(self, drain_timeout_s: float) -> None:
+        """Stop taking requests, let those in flight finish for up to `drain_timeout_s`, stop."""
+        with self._cv:
+            self._accepting = False
+            deadline = time.monotonic() + drain_timeout_s
+            while (self._rows or self._waiting or self._admitting) and time.monotonic() < deadline:
+                self._cv.wait(timeout=min(0.1, max(0.0, deadline - time.monotonic())))
+            self._stop = True
+            self._cv.notify()
+        if self._thread.is_alive():
+            self._thread.join()
+        for request in [r.request for r in self._rows] + list(self._waiting):
+            request.sink(Failed("the server shut down before the request finished"))
+        self._rows, self._waiting = [], deque()
+
+    # ---- the engine thread
+
+    def _loop(self) -> None:
+        with torch.inference_mode():
+            while True:
+                with self._cv:
+                    self._cv.notify_all()  # wakes shutdown() waiting for the drain
+                    while not (self._stop or self._waiting or self._rows):
+                        self._cv.wait()
+                    if self._stop:
+                        return
+                    admitted = []
+                    while self._waiting and len(self._rows) + len(admitted) < self.max_batch_size:
+                        request = self._waiting.popleft()
+                        if not request.cancelled:
+                            admitted.append(request)
+                    self._admitting = len(admitted)
+                try:
+                    self._step(admitted)
+                except Exception as e:  # keep serving: fail only the requests of this batch
+                    log.exception("engine step failed")
+                    running = [row.request for row in self._rows]
+                    for request in running + [r for r in admitted if r not in running]:
+                        request.sink(Failed(f"generation failed: {type(e).__name__}: {e}"))
+                    self._rows, self._cache = [], None
+                    with self._cv:
+                        self._admitting = 0
+
+    def _step(self, admitted: list[GenerationRequest]) -> None:
+        self._drop_rows([i for i, row in enumerate(self._rows) if row.request.cancelled])
+        if admitted:
+            self._prefill(admitted)
+        if self._rows:
+            self._decode()
+
+    def _prefill(self, requests: list[GenerationRequest]) -> None:
+        prompts = [self._embed(torch.tensor(r.prompt_ids, device=self.device)) for r in requests]
+        embeds, mask, pos = prefixed_rows(prompts, [r.prefix for r in requests])
+        cache = DynamicCache()
+        out = self.model(
+            inputs_embeds=embeds,
+            attention_mask=mask,
+            position_ids=pos,
+            use_cache=True,
+            **{self._cache_arg: cache},
+            **self._last_logits,
+        )
+        rows = [
+            _Row(r, TextStream(self.tokenizer, r.params.stop), r.params.generator(), int(n))
+            for r, n in zip(requests, mask.sum(1).tolist(), strict=True)
+        ]
+        new = BatchCache.from_model_cache(cache, mask)  # the forward filled it in place
+        self._cache = new if self._cache is None else self._cache.join(new)
+        with self._cv:
+            self._rows += rows
+            self._admitting = 0
+        self._emit(rows, out.logits[:, -1])
+
+    def _decode(self) -> None:
+        cache = self._cache.model_cache()
+        input_ids = torch.tensor([[row.last_token] for row in self._rows], device=self.device)
+        mask = torch.cat([self._cache.mask, self._cache.mask.new_ones(len(self._rows), 1)], dim=1)
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=positions(mask)[:, -1:],
+            use_cache=True,
+            **{self._cache_arg: cache},
+            **self._last_logits,
+        )
+        self._cache = BatchCache.from_model_cache(cache, mask)
+        self._emit(self._rows, out.logits[:, -1])
+
+    def _emit(self, rows: list[_Row], logits: torch.Tensor) -> None:
+        """Sample each row's next token, hand out its text, and retire rows that are done."""
+        # Rows are the last len(rows) of the batch: prefilled rows were appended to it.
+        offset = len(self._rows) - len(rows)
+        tokens = next_tokens(logits, [r.request.params for r in rows], [r.generator for r in rows])
+        done = []
+        for i, (row, token) in enumerate(zip(rows, tokens, strict=True)):
+            params = row.request.params
+            row.generated += 1
+            if row.generated == 1:
+                row.request.first_token_at = time.monotonic()
+            row.last_token = token
+            reason = None
+            if token in self.eos_ids and not params.ignore_eos:
+                reason = "stop"
+            else:
+                text, stopped = row.text.push(token)
+                if text:
+                    row.request.sink(Delta(text))
+                if stopped:
+                    reason = "stop"
+            if reason is None and (
+                row.generated >= params.max_tokens or row.position >= self.max_positions
+            ):
+                reason = "length"
+            row.position += 1
+            if reason is not None:
+                rest = row.text.flush()
+                if rest:
+                    row.request.sink(Delta(rest))
+                row.request.sink(Finished(reason, len(row.request.prompt_ids), row.generated))
+                done.append(offset + i)
+        self._drop_rows(done)
+
+    def _drop_rows(self, indices: list[int]) -> None:
+        if not indices:
+            return
+        gone = set(indices)
+        keep = [i for i in range(len(self._rows)) if i not in gone]
+        self._rows = [self._rows[i] for i in keep]
+        self._cache = self._cache.select(keep) if keep else None

@@ -1,0 +1,102 @@
+"""Erasers named by requests: permission, resolution against the store, device-side cache.
+
+Names resolve against the store at each request, so an eraser added or removed (by the admin
+routes or by `sft-eraser erasers` on the same store) counts for the next request. Resolved
+embeddings are cached on the model's device by (name, version, sha256): versions are never
+reused, so a cached entry is never stale; a request holds its own tensors, so removing an eraser
+never affects a request in flight.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+
+import torch
+
+from eraser_store import (
+    EraserCorrupted,
+    EraserFormatError,
+    EraserNotFound,
+    EraserRecord,
+    EraserStore,
+    EraserStoreError,
+    parse_ref,
+)
+from server import errors
+from server.auth import ApiKey
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ResolvedEraser:
+    record: EraserRecord
+    embeddings: torch.Tensor  # (tokens, hidden) on the model's device, in its dtype
+
+
+class ErasersOnDevice:
+    def __init__(self, store: EraserStore, device: torch.device, dtype: torch.dtype):
+        self.store, self.device, self.dtype = store, device, dtype
+        self._cache: dict[tuple[str, int, str], torch.Tensor] = {}
+        self._lock = threading.Lock()
+
+    def resolve(self, refs: list[str], key: ApiKey | None) -> list[ResolvedEraser]:
+        """Raises APIError: 400 bad reference, 403 not allowed for this key, 404 unknown."""
+        parsed = []
+        for i, ref in enumerate(refs):
+            try:
+                parsed.append(parse_ref(ref))
+            except EraserStoreError as e:
+                raise errors.bad_request(str(e), param=f"erasers[{i}]") from None
+        # Permission before existence: a key must not learn which erasers exist beyond its own.
+        for i, (name, _) in enumerate(parsed):
+            if key is not None and not key.may_use(name):
+                raise errors.forbidden(
+                    f"API key {key.name!r} may not use eraser {name!r}", param=f"erasers[{i}]"
+                )
+        resolved = []
+        for i, (name, version) in enumerate(parsed):
+            try:
+                record = self.store.record(name, version)
+                resolved.append(ResolvedEraser(record, self._embeddings(record)))
+            except EraserNotFound:
+                # The store's own message names its directory: not for clients.
+                raise errors.not_found(
+                    f"no eraser {refs[i]!r} is registered",
+                    code="eraser_not_found",
+                    param=f"erasers[{i}]",
+                ) from None
+            except (EraserCorrupted, EraserFormatError):
+                log.exception("eraser %s is unusable", refs[i])
+                raise errors.APIError(
+                    500,
+                    f"eraser {refs[i]!r} is damaged on the server; see the server log",
+                    type="server_error",
+                    code="eraser_corrupted",
+                ) from None
+        return resolved
+
+    def forget(self, name: str) -> None:
+        with self._lock:
+            for k in [k for k in self._cache if k[0] == name]:
+                del self._cache[k]
+
+    def _embeddings(self, record: EraserRecord) -> torch.Tensor:
+        k = (record.name, record.version, record.sha256)
+        with self._lock:
+            cached = self._cache.get(k)
+        if cached is None:
+            eraser = self.store.get(record.name, record.version)
+            cached = eraser.embeddings.to(self.device, self.dtype)
+            with self._lock:
+                self._cache[k] = cached
+        return cached
+
+
+def stacked(erasers: list[ResolvedEraser]) -> torch.Tensor | None:
+    """The prefix of a request: its erasers' embeddings, in the order the request gave them."""
+    if not erasers:
+        return None
+    return torch.cat([e.embeddings for e in erasers])

@@ -1,0 +1,88 @@
+"""OpenAI-shaped errors: `{"error": {"message", "type", "param", "code"}}` with a fitting status."""
+
+from __future__ import annotations
+
+from fastapi.responses import JSONResponse
+
+
+class APIError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str,
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
+        super().__init__(message)
+        self.status, self.message, self.type = status, message, type
+        self.code, self.param, self.headers = code, param, headers
+
+    def body(self) -> dict:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+    def response(self) -> JSONResponse:
+        return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
+
+
+def bad_request(message: str, *, param: str | None = None, code: str = "invalid_value"):
+    return APIError(400, message, type="invalid_request_error", code=code, param=param)
+
+
+def unauthorized(message: str):
+    return APIError(
+        401,
+        message,
+        type="authentication_error",
+        code="invalid_api_key",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
+def forbidden(message: str, *, param: str | None = None):
+    return APIError(403, message, type="permission_error", code="forbidden", param=param)
+
+
+def not_found(message: str, *, code: str = "not_found", param: str | None = None):
+    return APIError(404, message, type="not_found_error", code=code, param=param)
+
+
+def conflict(message: str, *, code: str = "conflict"):
+    return APIError(409, message, type="conflict_error", code=code)
+
+
+def too_large(message: str):
+    return APIError(413, message, type="invalid_request_error", code="request_too_large")
+
+
+def unprocessable(message: str, *, param: str | None = None):
+    return APIError(422, message, type="invalid_request_error", code="invalid_eraser", param=param)
+
+
+def overloaded(retry_after_s: int):
+    return APIError(
+        429,
+        "the server is at its queue bound; retry later",
+        type="rate_limit_error",
+        code="queue_full",
+        headers={"Retry-After": str(retry_after_s)},
+    )
+
+
+def unavailable(message: str, *, code: str = "unavailable"):
+    return APIError(503, message, type="server_error", code=code, headers={"Retry-After": "5"})
+
+
+def timed_out(seconds: float):
+    return APIError(
+        504, f"the request ran past the {seconds:g} s limit", type="server_error", code="timeout"
+    )

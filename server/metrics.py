@@ -1,0 +1,45 @@
+"""Prometheus metrics, one registry per app (several apps can live in one test process)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+PREFIX = "sft_eraser_"
+TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64)
+
+
+class Metrics:
+    def __init__(self):
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            PREFIX + "requests",
+            "HTTP requests by route and status",
+            ["route", "status"],
+            registry=r,
+        )
+        self.errors = Counter(
+            PREFIX + "errors", "error responses by OpenAI error type", ["type"], registry=r
+        )
+        self.queue_depth = Gauge(PREFIX + "queue_depth", "requests waiting for a slot", registry=r)
+        self.running = Gauge(PREFIX + "running_requests", "requests being generated", registry=r)
+        self.ttft = Histogram(
+            PREFIX + "time_to_first_token_seconds",
+            "from request arrival to its first generated token",
+            buckets=TTFT_BUCKETS,
+            registry=r,
+        )
+        self.prompt_tokens = Counter(PREFIX + "prompt_tokens", "prompt tokens", registry=r)
+        self.generated_tokens = Counter(PREFIX + "generated_tokens", "tokens generated", registry=r)
+        self.eraser_use = Counter(
+            PREFIX + "eraser_requests", "requests that used each eraser", ["eraser"], registry=r
+        )
+
+    def watch_engine(self, waiting: Callable[[], int], running: Callable[[], int]) -> None:
+        self.queue_depth.set_function(waiting)
+        self.running.set_function(running)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,98 @@
+"""Inference routes (OpenAI-compatible) and the probes: /health, /ready, /metrics."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from server import errors, serving
+from server.auth import ApiKey, bearer_token
+from server.protocol import ChatCompletionRequest, CompletionRequest
+from server.state import ServerState
+
+router = APIRouter()
+
+
+def server_state(request: Request) -> ServerState:
+    return request.app.state.server
+
+
+def api_key(request: Request) -> ApiKey | None:
+    """The caller's key; None when the server needs no keys. 401 on a missing or wrong key."""
+    keyring = server_state(request).keyring
+    if keyring is None:
+        return None
+    key = keyring.authenticate(bearer_token(request.headers.get("authorization")))
+    if key is None:
+        raise errors.unauthorized("missing or invalid API key (send Authorization: Bearer <key>)")
+    return key
+
+
+CallerKey = Annotated[ApiKey | None, Depends(api_key)]
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(
+    body: ChatCompletionRequest, request: Request, key: CallerKey
+) -> Response:
+    return await serving.complete(server_state(request), request, body, key)
+
+
+@router.post("/v1/completions")
+async def completions(body: CompletionRequest, request: Request, key: CallerKey) -> Response:
+    return await serving.complete(server_state(request), request, body, key)
+
+
+@router.get("/v1/models")
+async def models(request: Request, key: CallerKey) -> dict:
+    state = server_state(request)
+    model = {
+        "id": state.settings.served_model_name,
+        "object": "model",
+        "created": state.started,
+        "owned_by": "sft-eraser",
+    }
+    return {"object": "list", "data": [model]}
+
+
+@router.get("/v1/erasers")
+async def list_erasers(request: Request, key: CallerKey, all_versions: bool = False) -> dict:
+    """Registered erasers this key may use (latest version of each; ?all_versions=true: all)."""
+    state = server_state(request)
+    records = state.store.list(all_versions=all_versions)
+    data = [
+        {
+            "object": "eraser",
+            "name": r.name,
+            "version": r.version,
+            "behavior": r.behavior,
+            "tokens": r.tokens,
+            "sha256": r.sha256,
+            "created": r.created,
+        }
+        for r in records
+        if key is None or key.may_use(r.name)
+    ]
+    return {"object": "list", "data": data}
+
+
+@router.get("/health")
+async def health() -> dict:
+    return {"status": "ok"}
+
+
+@router.get("/ready")
+async def ready(request: Request) -> JSONResponse:
+    state = server_state(request)
+    if state.ready:
+        return JSONResponse({"status": "ready", "model": state.settings.served_model_name})
+    status = "draining" if state.draining else "failed" if state.load_error else "loading"
+    return JSONResponse({"status": status, "error": state.load_error}, status_code=503)
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    return Response(server_state(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)

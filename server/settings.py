@@ -1,0 +1,63 @@
+"""Server settings: flags of `sft-eraser serve`, or environment variables `SFT_ERASER_<FIELD>`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "SFT_ERASER_"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+
+
+class ServerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    carrier: Path = Field(description="carrier model directory (written by `train carrier`)")
+    store: Path = Field(description="eraser store directory (created if missing)")
+    host: str = Field(DEFAULT_HOST, description="address to listen on")
+    port: int = Field(DEFAULT_PORT, ge=0, le=65535, description="port to listen on (0: any free)")
+    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:1, ...")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="weights and activations; auto: bfloat16 on CUDA, float32 on CPU"
+    )
+    model_name: str | None = Field(
+        None, description="model id in the API (default: the carrier directory's name)"
+    )
+    admin_token: SecretStr | None = Field(
+        None, description="bearer token of the /admin routes; unset: the admin routes are off"
+    )
+    api_keys_file: Path | None = Field(
+        None,
+        description="JSON file of API keys and the erasers each may use; unset: no key needed",
+    )
+    max_batch_size: int = Field(16, ge=1, description="requests decoded together at most")
+    max_queue: int = Field(
+        64, ge=0, description="requests waiting for a batch slot at most; past it: 429"
+    )
+    max_prompt_tokens: int = Field(2048, ge=1, description="longest prompt accepted, in tokens")
+    max_tokens_limit: int = Field(1024, ge=1, description="largest max_tokens a request may ask")
+    default_max_tokens: int = Field(256, ge=1, description="max_tokens when a request sets none")
+    max_erasers_per_request: int = Field(4, ge=0, description="erasers one request may stack")
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="largest inference request body")
+    max_upload_bytes: int = Field(64 << 20, ge=1024, description="largest eraser upload body")
+    request_timeout_s: float = Field(
+        300.0, gt=0, description="a request running longer is stopped (504, or an error event)"
+    )
+    shutdown_timeout_s: float = Field(
+        60.0, ge=0, description="on SIGTERM, how long requests in flight may run to completion"
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _check(self) -> ServerSettings:
+        if self.default_max_tokens > self.max_tokens_limit:
+            raise ValueError("default_max_tokens must not exceed max_tokens_limit")
+        return self
+
+    @property
+    def served_model_name(self) -> str:
+        return self.model_name or self.carrier.resolve().name

@@ -1,0 +1,41 @@
+"""What the routes share: settings, the loaded model and its engine, erasers, keys, metrics."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from eraser_store import EraserStore
+from server import errors
+from server.auth import KeyRing
+from server.engine import Engine
+from server.erasers import ErasersOnDevice
+from server.metrics import Metrics
+from server.model_loader import LoadedModel
+from server.settings import ServerSettings
+
+
+@dataclass
+class ServerState:
+    settings: ServerSettings
+    store: EraserStore
+    keyring: KeyRing | None
+    metrics: Metrics
+    loaded: LoadedModel | None = None
+    engine: Engine | None = None
+    erasers: ErasersOnDevice | None = None
+    load_error: str | None = None
+    draining: bool = False
+    started: int = field(default_factory=lambda: int(time.time()))
+
+    @property
+    def ready(self) -> bool:
+        return self.engine is not None and not self.draining
+
+    def require_ready(self) -> tuple[LoadedModel, Engine, ErasersOnDevice]:
+        if self.draining:
+            raise errors.unavailable("the server is shutting down", code="shutting_down")
+        if self.engine is None:
+            why = f"the model failed to load: {self.load_error}" if self.load_error else None
+            raise errors.unavailable(why or "the model is still loading", code="not_ready")
+        return self.loaded, self.engine, self.erasers

@@ -1,0 +1,5 @@
+import sys
+
+from sft_eraser.cli import main
+
+sys.exit(main())
