@@ -15,7 +15,7 @@ import re
 import shutil
 import uuid
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -154,7 +154,7 @@ def write_eraser(
         channel_count=channel_count,
         training=training,
         sha256=hashlib.sha256(weights).hexdigest(),
-        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     config = {
         "peft_type": "PROMPT_TUNING",

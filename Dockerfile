@@ -1,0 +1,31 @@
+# GPU image of the behavior control server. Build and run (carrier and store mounted as volumes):
+#   docker build -t sft-eraser .
+#   docker run --gpus all -p 8000:8000 -v $PWD/runs/carrier:/models/carrier:ro \
+#       -v $PWD/runs/store:/store -e SFT_ERASER_ADMIN_TOKEN=... sft-eraser
+# Any `serve` flag can be appended (docker run ... sft-eraser --max-batch-size 32) or set as an
+# SFT_ERASER_<FLAG> environment variable.
+FROM python:3.11-slim
+
+# PyPI's Linux torch wheels are CUDA builds and bring their own CUDA runtime; the host needs only
+# the NVIDIA driver and container toolkit (--gpus all).
+RUN pip install --no-cache-dir "torch>=2.4,<3"
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY eraser_store ./eraser_store
+COPY server ./server
+COPY training ./training
+COPY sft_eraser ./sft_eraser
+RUN pip install --no-cache-dir . && useradd --create-home --uid 10001 serve \
+    && mkdir -p /models /store && chown serve /store
+
+USER serve
+ENV SFT_ERASER_CARRIER=/models/carrier \
+    SFT_ERASER_STORE=/store \
+    SFT_ERASER_HOST=0.0.0.0 \
+    SFT_ERASER_PORT=8000
+VOLUME ["/store"]
+EXPOSE 8000
+HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
+    CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=2)"
+ENTRYPOINT ["sft-eraser", "serve"]

@@ -1,0 +1,56 @@
+"""The Dockerfile cannot be built here; check that it agrees with the code it packages."""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from pathlib import Path
+
+from server.cli import add_command
+from server.settings import DEFAULT_PORT, ENV_PREFIX, ServerSettings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def instructions() -> list[tuple[str, str]]:
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    lines = [line.strip() for line in text.splitlines()]
+    return [tuple(line.split(None, 1)) for line in lines if line and not line.startswith("#")]
+
+
+def test_entrypoint_runs_the_serve_command_of_the_console_script():
+    (entry,) = [json.loads(arg) for op, arg in instructions() if op == "ENTRYPOINT"]
+    assert entry[:2] == ["sft-eraser", "serve"]
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["sft-eraser"] == "sft_eraser.cli:main"
+    # `serve` is a subcommand of that script.
+    import argparse
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    add_command(sub)
+    assert "serve" in sub.choices
+
+
+def test_port_env_and_healthcheck_match_the_settings():
+    ops = instructions()
+    env = dict(re.findall(r"(\w+)=(\S+)", " ".join(arg for op, arg in ops if op == "ENV")))
+    for name in env:
+        assert name.startswith(ENV_PREFIX)
+        assert name[len(ENV_PREFIX) :].lower() in ServerSettings.model_fields, name
+    port = int(env[ENV_PREFIX + "PORT"])
+    assert port == DEFAULT_PORT
+    assert [arg for op, arg in ops if op == "EXPOSE"] == [str(port)]
+    (health,) = [arg for op, arg in ops if op == "HEALTHCHECK"]
+    assert f"127.0.0.1:{port}/health" in health
+    assert env[ENV_PREFIX + "HOST"] == "0.0.0.0"  # reachable from outside the container
+
+
+def test_runs_as_a_non_root_user_and_copies_every_package():
+    ops = instructions()
+    users = [arg for op, arg in ops if op == "USER"]
+    assert users and users[-1] not in ("root", "0")
+    copied = " ".join(arg for op, arg in ops if op == "COPY")
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    for pattern in packages["packages"]["find"]["include"]:
+        assert pattern.rstrip("*") in copied
