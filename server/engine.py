@@ -207,7 +207,7 @@ class Engine:
             _Row(r, TextStream(self.tokenizer, r.params.stop), r.params.generator(), int(n))
             for r, n in zip(requests, mask.sum(1).tolist(), strict=True)
         ]
-        new = BatchCache.from_model_cache(cache, mask)  # the forward filled it in place
+        new = BatchCache(cache, mask)  # the forward filled the cache in place
         self._cache = new if self._cache is None else self._cache.join(new)
         with self._cv:
             self._rows += rows
@@ -215,18 +215,18 @@ class Engine:
         self._emit(rows, out.logits[:, -1])
 
     def _decode(self) -> None:
-        cache = self._cache.model_cache()
         input_ids = torch.tensor([[row.last_token] for row in self._rows], device=self.device)
-        mask = torch.cat([self._cache.mask, self._cache.mask.new_ones(len(self._rows), 1)], dim=1)
+        batch = self._cache
+        mask = torch.cat([batch.mask, batch.mask.new_ones(len(self._rows), 1)], dim=1)
         out = self.model(
             input_ids=input_ids,
             attention_mask=mask,
             position_ids=positions(mask)[:, -1:],
             use_cache=True,
-            **{self._cache_arg: cache},
+            **{self._cache_arg: batch.cache},  # appended to in place
             **self._last_logits,
         )
-        self._cache = BatchCache.from_model_cache(cache, mask)
+        batch.mask = mask
         self._emit(self._rows, out.logits[:, -1])
 
     def _emit(self, rows: list[_Row], logits: torch.Tensor) -> None:
