@@ -1,0 +1,389 @@
+"""Server parts on their own, no trained model: text streaming and stop strings, API keys, the
+batch KV cache, sampling, and the engine's queue bound."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+import torch
+from transformers import DynamicCache
+
+from server.auth import ApiKey, KeyFileError, KeyRing, bearer_token, token_matches
+from server.detokenizer import TextStream
+from server.engine import Engine, Failed, Finished, GenerationRequest, QueueFull
+from server.kv_batch import BatchCache
+from server.sampling import SamplingParams, next_tokens
+from training.models.tiny import byte_tokenizer, tiny_model
+
+# ---- TextStream
+
+
+class CharTokenizer:
+    """One token per character (id = code point); ids listed in `special` decode to nothing."""
+
+    special = {0}
+
+    def decode(self, ids, skip_special_tokens=True):
+        return "".join(chr(i) for i in ids if not (skip_special_tokens and i in self.special))
+
+
+class PieceTokenizer:
+    """Tokens are whole strings, to put a stop string inside one token or across several."""
+
+    def __init__(self, pieces):
+        self.pieces = list(pieces)
+
+    def decode(self, ids, skip_special_tokens=True):
+        return "".join(self.pieces[i] for i in ids)
+
+
+def feed(stream: TextStream, ids) -> list[tuple[str, bool]]:
+    """Push ids until a stop string is reached; return what each push handed out."""
+    out = []
+    for i in ids:
+        out.append(stream.push(i))
+        if out[-1][1]:
+            break
+    return out
+
+
+def chars(text: str) -> list[int]:
+    return [ord(c) for c in text]
+
+
+def test_text_streams_token_by_token_without_stops():
+    stream = TextStream(CharTokenizer())
+    assert feed(stream, chars("hello")) == [(c, False) for c in "hello"]
+    assert stream.push(0) == ("", False)  # a special token adds no text
+    assert stream.flush() == ""
+
+
+def test_text_is_cut_at_a_stop_string():
+    stream = TextStream(CharTokenizer(), stop=["END"])
+    out = feed(stream, chars("abcENDxyz"))
+    assert [t for t, _ in out] == ["a", "b", "c", "", "", ""]
+    assert [s for _, s in out] == [False] * 5 + [True]  # stopped at the "D", nothing after
+    assert stream.flush() == ""
+    assert stream.text == "abc"
+
+
+def test_a_stop_string_prefix_is_held_back_then_released():
+    stream = TextStream(CharTokenizer(), stop=["END"])
+    assert feed(stream, chars("aEN")) == [("a", False), ("", False), ("", False)]
+    assert stream.push(ord("x")) == ("ENx", False)  # "ENx" can no longer become "END"
+    assert stream.push(ord("E")) == ("", False)
+    assert stream.flush() == "E"  # the reply ended: what was held back is handed out
+    assert stream.flush() == ""
+
+
+def test_a_stop_string_across_tokens_and_inside_one():
+    tok = PieceTokenizer(["ab", "cE", "ND", "zz", "xENDy"])
+    stream = TextStream(tok, stop=["END"])
+    assert feed(stream, [0, 1, 2, 3]) == [("ab", False), ("c", False), ("", True)]
+    stream = TextStream(tok, stop=["END"])
+    assert feed(stream, [4]) == [("x", True)]
+
+
+@pytest.mark.parametrize("stops", [["cd", "bcd"], ["bcd", "cd"]])
+def test_the_earliest_stop_string_wins(stops):
+    tok = PieceTokenizer(["abcde"])
+    stream = TextStream(tok, stop=stops)
+    assert feed(stream, [0]) == [("a", True)]
+    # One character at a time: "lo" completes before "world" could.
+    stream = TextStream(CharTokenizer(), stop=["world", "lo"])
+    out = feed(stream, chars("hello world"))
+    assert "".join(t for t, _ in out) == "hel" and out[-1][1]
+
+
+def test_an_incomplete_utf8_sequence_is_held_back():
+    tok = byte_tokenizer()
+    ids = tok.encode("aé!", add_special_tokens=False)
+    assert len(ids) == 4  # "é" is two byte tokens
+    stream = TextStream(tok)
+    assert feed(stream, ids) == [("a", False), ("", False), ("é", False), ("!", False)]
+    stream = TextStream(tok)
+    feed(stream, ids[:2])
+    assert "\ufffd" in stream.flush()  # a reply cut mid-character still hands out its text
+
+
+# ---- API keys
+
+
+def write_keys(tmp_path, keys) -> object:
+    path = tmp_path / "keys.json"
+    path.write_text(json.dumps({"keys": keys}))
+    return path
+
+
+APP = {"name": "app", "key": "sk-app-0123456789", "erasers": ["b"]}
+RED = {"name": "red", "key": "sk-red-0123456789", "erasers": "*"}
+
+
+def test_key_file_loads_and_authenticates(tmp_path):
+    ring = KeyRing.load(write_keys(tmp_path, [APP, RED, {"name": "none", "key": "k" * 8}]))
+    app = ring.authenticate(APP["key"])
+    assert isinstance(app, ApiKey) and app.name == "app"
+    assert app.may_use("b") and not app.may_use("a")
+    red = ring.authenticate(RED["key"])
+    assert red.name == "red" and red.erasers is None and red.may_use("anything")
+    assert not ring.authenticate("k" * 8).may_use("b")  # no erasers listed: none allowed
+    for wrong in (None, "", "sk-app-012345678", APP["key"] + " ", APP["key"].upper()):
+        assert ring.authenticate(wrong) is None
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{not json", "is not JSON"),
+        ("[]", "expected"),
+        ("{}", "expected"),
+        ('{"keys": []}', "not empty"),
+        ('{"keys": {"name": "x"}}', "expected"),
+        (json.dumps({"keys": ["sk-app-0123456789"]}), "expected an object"),
+        (json.dumps({"keys": [APP | {"role": "admin"}]}), "expected an object"),
+        (json.dumps({"keys": [APP, RED | {"name": "app"}]}), "'name' must be a unique"),
+        (json.dumps({"keys": [APP | {"name": ""}]}), "'name' must be a unique"),
+        (json.dumps({"keys": [APP, RED | {"key": APP["key"]}]}), "same key appears twice"),
+        (json.dumps({"keys": [APP | {"key": "short"}]}), "at least 8 characters"),
+        (json.dumps({"keys": [APP | {"key": 12345678}]}), "at least 8 characters"),
+        (json.dumps({"keys": [APP | {"erasers": "b"}]}), "'erasers' must be a list"),
+        (json.dumps({"keys": [APP | {"erasers": [1]}]}), "'erasers' must be a list"),
+        (json.dumps({"keys": [APP | {"erasers": {"b": True}}]}), "'erasers' must be a list"),
+    ],
+)
+def test_bad_key_files_are_refused_clearly(tmp_path, content, message):
+    path = tmp_path / "keys.json"
+    path.write_text(content)
+    with pytest.raises(KeyFileError, match=message) as e:
+        KeyRing.load(path)
+    assert str(path) in str(e.value)
+    assert APP["key"] not in str(e.value)  # a key never appears in an error message
+
+
+def test_a_missing_key_file(tmp_path):
+    with pytest.raises(KeyFileError, match="cannot read API key file .*nope.json"):
+        KeyRing.load(tmp_path / "nope.json")
+
+
+def test_a_bad_entry_is_named_by_its_index(tmp_path):
+    path = write_keys(tmp_path, [APP, RED | {"key": "short"}])
+    with pytest.raises(KeyFileError, match=r"keys\[1\]"):
+        KeyRing.load(path)
+
+
+@pytest.mark.parametrize(
+    "header, token",
+    [
+        ("Bearer abc", "abc"),
+        ("bearer abc", "abc"),
+        ("BEARER   abc  ", "abc"),
+        ("Basic abc", None),
+        ("abc", None),
+        ("Bearer", None),
+        ("Bearer    ", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_bearer_token(header, token):
+    assert bearer_token(header) == token
+
+
+def test_token_matches():
+    assert token_matches("admin-secret", "admin-secret")
+    assert not token_matches("admin-secre", "admin-secret")
+    assert not token_matches(None, "admin-secret")
+    assert not token_matches("", "admin-secret")
+
+
+# ---- BatchCache
+
+
+def random_kv(mask: torch.Tensor, layers=2, heads=2, head_dim=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    shape = (mask.shape[0], heads, mask.shape[1], head_dim)
+    kv = []
+    for _ in range(layers):
+        # Padding slots hold zeros (after a real prefill they hold junk the mask hides): the
+        # padding that a join adds is then easy to tell from real slots.
+        k = torch.randn(shape, generator=g) * mask[:, None, :, None]
+        v = torch.randn(shape, generator=g) * mask[:, None, :, None]
+        kv.append((k, v))
+    return kv
+
+
+def cache(mask_rows, seed=0) -> BatchCache:
+    mask = torch.tensor(mask_rows, dtype=torch.long)
+    return BatchCache.from_kv(random_kv(mask, seed=seed), mask)
+
+
+def test_a_batch_cache_holds_the_models_cache():
+    mask = torch.tensor([[0, 1, 1], [1, 1, 1]])
+    kv = random_kv(mask, seed=5)
+    c = BatchCache.from_kv(kv, mask)
+    assert isinstance(c.cache, DynamicCache) and c.width == 3
+    for (k, v), (k0, v0) in zip(c.kv, kv, strict=True):
+        assert torch.equal(k, k0) and torch.equal(v, v0)
+
+
+def test_join_left_pads_to_the_wider_cache():
+    a = cache([[0, 1, 1], [1, 1, 1]], seed=1)
+    b = cache([[0, 0, 1, 1, 1]], seed=2)
+    joined = a.join(b)
+    assert joined.width == 5
+    assert joined.mask.tolist() == [[0, 0, 0, 1, 1], [0, 0, 1, 1, 1], [0, 0, 1, 1, 1]]
+    for (k, v), (ka, va), (kb, vb) in zip(joined.kv, a.kv, b.kv, strict=True):
+        assert k.shape == v.shape == (3, 2, 5, 3)
+        assert torch.equal(k[:2, :, 2:], ka) and torch.equal(v[:2, :, 2:], va)
+        assert not k[:2, :, :2].any() and not v[:2, :, :2].any()
+        assert torch.equal(k[2:], kb) and torch.equal(v[2:], vb)
+    # The other way round: the new rows come last, whichever is wider.
+    assert b.join(a).mask.tolist() == [[0, 0, 1, 1, 1], [0, 0, 0, 1, 1], [0, 0, 1, 1, 1]]
+
+
+def test_select_keeps_rows_in_order_and_trims_shared_padding():
+    c = cache([[0, 0, 0, 1, 1], [1, 1, 1, 1, 1], [0, 0, 1, 1, 1]], seed=3)
+    picked = c.select([2, 0])
+    assert picked.mask.tolist() == [[1, 1, 1], [0, 1, 1]]  # two all-padding columns dropped
+    for (k, v), (k0, v0) in zip(picked.kv, c.kv, strict=True):
+        assert k.shape == v.shape == (2, 2, 3, 3)
+        assert torch.equal(k[0], k0[2, :, 2:]) and torch.equal(k[1], k0[0, :, 2:])
+        assert torch.equal(v[0], v0[2, :, 2:]) and torch.equal(v[1], v0[0, :, 2:])
+    # Keeping the row that has no padding keeps the full width.
+    kept = c.select([1, 0])
+    assert kept.width == 5 and kept.mask.tolist() == [[1, 1, 1, 1, 1], [0, 0, 0, 1, 1]]
+
+
+def test_trimming_drops_only_leading_all_padding_columns():
+    c = cache([[0, 0, 1, 0, 1], [0, 0, 0, 0, 1]], seed=4)
+    t = c.select([0, 1])
+    assert t.mask.tolist() == [[1, 0, 1], [0, 0, 1]]  # the inner all-padding column stays
+    for (k, v), (k0, v0) in zip(t.kv, c.kv, strict=True):
+        assert torch.equal(k, k0[:, :, 2:]) and torch.equal(v, v0[:, :, 2:])
+    assert cache([[1, 1], [0, 1]]).select([0, 1]).mask.tolist() == [[1, 1], [0, 1]]
+
+
+# ---- sampling
+
+
+def logits(rows=3, vocab=50, seed=0) -> torch.Tensor:
+    return torch.randn(rows, vocab, generator=torch.Generator().manual_seed(seed)) * 3
+
+
+def draws(row_logits, params: SamplingParams, n: int = 40) -> list[int]:
+    gen = params.generator()
+    return [next_tokens(row_logits, [params], [gen])[0] for _ in range(n)]
+
+
+def test_greedy_is_argmax():
+    x = logits()
+    greedy = SamplingParams(max_tokens=1, temperature=0.0)
+    assert greedy.generator() is None
+    tokens = next_tokens(x, [greedy] * 3, [None] * 3)
+    assert tokens == x.argmax(-1).tolist()
+
+
+def test_the_same_seed_draws_the_same_tokens():
+    x = logits(rows=1)
+    p = SamplingParams(max_tokens=1, temperature=1.5, seed=1234)
+    first = draws(x, p)
+    assert draws(x, p) == first
+    assert len(set(first)) > 1  # it really samples
+    assert draws(x, SamplingParams(max_tokens=1, temperature=1.5, seed=99)) != first
+
+
+def test_a_rows_draws_do_not_depend_on_the_batch():
+    x = logits(rows=2, seed=1)
+    a = SamplingParams(max_tokens=1, temperature=1.0, seed=7)
+    b = SamplingParams(max_tokens=1, temperature=1.0, seed=8)
+    alone = draws(x[:1], a, n=20)
+    ga, gb = a.generator(), b.generator()
+    together = [next_tokens(x, [a, b], [ga, gb])[0] for _ in range(20)]
+    assert together == alone
+
+
+def test_a_tiny_top_p_keeps_only_the_top_token():
+    x = logits(rows=1, seed=2)
+    top = int(x.argmax())
+    p = SamplingParams(max_tokens=1, temperature=2.0, top_p=1e-6, seed=3)
+    assert set(draws(x, p, n=100)) == {top}
+
+
+def test_top_p_keeps_the_smallest_set_that_reaches_it():
+    x = torch.tensor([[0.5, 0.3, 0.2]]).log()
+    p = SamplingParams(max_tokens=1, temperature=1.0, top_p=0.75, seed=5)
+    assert set(draws(x, p, n=300)) == {0, 1}
+    p = SamplingParams(max_tokens=1, temperature=1.0, top_p=1.0, seed=5)
+    assert set(draws(x, p, n=300)) == {0, 1, 2}
+
+
+# ---- engine: the queue bound and the drain count requests being admitted
+
+
+class GatedModel:
+    """The tiny model, with its first forward held until the test lets it go."""
+
+    def __init__(self, model):
+        self.model = model
+        self.entered, self.release = threading.Event(), threading.Event()
+
+    def __call__(self, **kwargs):
+        if not self.entered.is_set():
+            self.entered.set()
+            assert self.release.wait(10), "the test did not release the forward"
+        return self.model(**kwargs)
+
+
+@pytest.fixture
+def gated_engine():
+    model, tok = tiny_model("llama")
+    engine = Engine(
+        model,
+        tok,
+        max_batch_size=1,
+        max_queue=0,
+        eos_ids=set(),
+        max_positions=512,
+    )
+    gate = GatedModel(model)
+    engine.model = gate
+    engine.start()
+    yield engine, gate
+    gate.release.set()
+    engine.shutdown(0)
+
+
+def request(events: list, max_tokens: int = 3) -> GenerationRequest:
+    return GenerationRequest([5, 6, 7], None, SamplingParams(max_tokens=max_tokens), events.append)
+
+
+def test_a_request_being_prefilled_holds_its_slot(gated_engine):
+    engine, gate = gated_engine
+    first: list = []
+    engine.submit(request(first))
+    assert gate.entered.wait(10)  # taken off the queue, its prefill under way
+    assert engine.waiting == 0
+    with pytest.raises(QueueFull):
+        engine.submit(request([]))
+    gate.release.set()
+
+
+def test_shutdown_lets_a_request_being_prefilled_finish(gated_engine):
+    engine, gate = gated_engine
+    events: list = []
+    engine.submit(request(events))
+    assert gate.entered.wait(10)
+    done = threading.Thread(target=engine.shutdown, args=(10,))
+    done.start()
+    deadline = time.monotonic() + 10
+    while engine._accepting:  # shutdown has begun (it now waits for the drain, or stopped)
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    gate.release.set()
+    done.join(20)
+    assert not done.is_alive()
+    assert not any(isinstance(e, Failed) for e in events), events
+    assert isinstance(events[-1], Finished) and events[-1].completion_tokens == 3
