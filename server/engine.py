@@ -13,8 +13,8 @@ import inspect
 import logging
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
+from collections import OrderedDict, deque
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
 import torch
@@ -22,10 +22,13 @@ from transformers import DynamicCache
 
 from eraser_store.prompting import positions, prefixed_rows
 from server.detokenizer import TextStream
-from server.kv_batch import BatchCache
+from server.kv_batch import KV, BatchCache
 from server.sampling import SamplingParams, next_tokens
 
 log = logging.getLogger(__name__)
+
+# KV caches of eraser prefixes kept for reuse (each is prefix tokens x layers x 2 x kv width).
+PREFIX_CACHE_ENTRIES = 64
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,9 @@ class GenerationRequest:
     cancelled: bool = False  # set from another thread; the engine drops the row at its next step
     submitted: float = field(default_factory=time.monotonic)
     first_token_at: float | None = None  # set by the engine thread
+    # Identity of `prefix` (e.g. the erasers' names, versions and hashes): requests with the same
+    # key share the prefix's KV cache. None: computed for this request only.
+    prefix_key: Hashable | None = None
 
     @property
     def prefix_len(self) -> int:
@@ -108,6 +114,7 @@ class Engine:
         # batch slots (submit's bound) and are in flight (shutdown's drain).
         self._admitting = 0
         self._cache: BatchCache | None = None
+        self._prefix_kv: OrderedDict[Hashable, KV] = OrderedDict()
         self._cv = threading.Condition()
         self._accepting = True
         self._stop = False
@@ -192,19 +199,29 @@ class Engine:
             self._decode()
 
     def _prefill(self, requests: list[GenerationRequest]) -> None:
+        """One forward over the new rows' prompts, on top of their erasers' cached KV.
+
+        Rows are `[pad][eraser][pad][prompt]`: the prefix KV (computed alone at positions
+        0..n-1, which is what it is inside any sequence, attention being causal) is left-padded
+        to the longest prefix, the prompts to the longest prompt; the mask hides both paddings
+        and each prompt's positions continue from its own prefix.
+        """
+        prefix_lens = [r.prefix_len for r in requests]
+        cache, prefix_mask = self._stacked_prefixes(requests, max(prefix_lens))
         prompts = [self._embed(torch.tensor(r.prompt_ids, device=self.device)) for r in requests]
-        embeds, mask, pos = prefixed_rows(prompts, [r.prefix for r in requests])
-        cache = DynamicCache()
+        embeds, prompt_mask, prompt_pos = prefixed_rows(prompts, [None] * len(requests))
+        mask = torch.cat([prefix_mask, prompt_mask], dim=1)
+        offsets = torch.tensor(prefix_lens, device=self.device).unsqueeze(1)
         out = self.model(
             inputs_embeds=embeds,
             attention_mask=mask,
-            position_ids=pos,
+            position_ids=prompt_pos + offsets,
             use_cache=True,
             **{self._cache_arg: cache},
             **self._last_logits,
         )
         rows = [
-            _Row(r, TextStream(self.tokenizer, r.params.stop), r.params.generator(), int(n))
+            _Row(r, TextStream(self.tokenizer, r.params.stop), r.params.generator(), n)
             for r, n in zip(requests, mask.sum(1).tolist(), strict=True)
         ]
         new = BatchCache(cache, mask)  # the forward filled the cache in place
@@ -213,6 +230,52 @@ class Engine:
             self._rows += rows
             self._admitting = 0
         self._emit(rows, out.logits[:, -1])
+
+    def _stacked_prefixes(
+        self, requests: list[GenerationRequest], width: int
+    ) -> tuple[DynamicCache, torch.Tensor]:
+        mask = torch.zeros(len(requests), width, dtype=torch.long, device=self.device)
+        if width == 0:
+            return DynamicCache(), mask
+        kvs = [self._prefix_kv_of(r) for r in requests]
+        template = next(kv for kv in kvs if kv is not None)
+        stacked = []
+        for layer, (k0, v0) in enumerate(template):
+            k = k0.new_zeros(len(requests), k0.shape[1], width, k0.shape[3])
+            v = v0.new_zeros(len(requests), v0.shape[1], width, v0.shape[3])
+            for i, kv in enumerate(kvs):
+                if kv is not None:
+                    n = kv[layer][0].shape[2]
+                    k[i, :, width - n :] = kv[layer][0][0]
+                    v[i, :, width - n :] = kv[layer][1][0]
+            stacked.append((k, v))
+        for i, r in enumerate(requests):
+            if r.prefix_len:
+                mask[i, width - r.prefix_len :] = 1
+        return DynamicCache(ddp_cache_data=stacked), mask
+
+    def _prefix_kv_of(self, request: GenerationRequest) -> KV | None:
+        if request.prefix is None:
+            return None
+        key = request.prefix_key
+        if key is not None and key in self._prefix_kv:
+            self._prefix_kv.move_to_end(key)
+            return self._prefix_kv[key]
+        n = request.prefix_len
+        cache = DynamicCache()
+        self.model(
+            inputs_embeds=request.prefix.unsqueeze(0),
+            position_ids=torch.arange(n, device=self.device).unsqueeze(0),
+            use_cache=True,
+            **{self._cache_arg: cache},
+            **self._last_logits,
+        )
+        kv = [(layer.keys, layer.values) for layer in cache.layers]
+        if key is not None:
+            self._prefix_kv[key] = kv
+            if len(self._prefix_kv) > PREFIX_CACHE_ENTRIES:
+                self._prefix_kv.popitem(last=False)
+        return kv
 
     def _decode(self) -> None:
         input_ids = torch.tensor([[row.last_token] for row in self._rows], device=self.device)

@@ -150,7 +150,13 @@ def submit(state: ServerState, body, key: ApiKey | None, kind: Kind) -> Job:
         ignore_eos=body.ignore_eos,
     )
     job = Job(state, erasers, kind)
-    job.request = GenerationRequest(prompt_ids, prefix, params, sink=job.sink)
+    job.request = GenerationRequest(
+        prompt_ids,
+        prefix,
+        params,
+        sink=job.sink,
+        prefix_key=tuple((e.record.ref, e.record.sha256) for e in erasers) or None,
+    )
     try:
         engine.submit(job.request)
     except QueueFull:

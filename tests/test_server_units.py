@@ -13,7 +13,7 @@ from transformers import DynamicCache
 
 from server.auth import ApiKey, KeyFileError, KeyRing, bearer_token, token_matches
 from server.detokenizer import TextStream
-from server.engine import Engine, Failed, Finished, GenerationRequest, QueueFull
+from server.engine import Delta, Engine, Failed, Finished, GenerationRequest, QueueFull
 from server.kv_batch import BatchCache
 from server.sampling import SamplingParams, next_tokens
 from training.models.tiny import byte_tokenizer, tiny_model
@@ -387,3 +387,48 @@ def test_shutdown_lets_a_request_being_prefilled_finish(gated_engine):
     assert not done.is_alive()
     assert not any(isinstance(e, Failed) for e in events), events
     assert isinstance(events[-1], Finished) and events[-1].completion_tokens == 3
+
+
+# ---- engine: eraser prefixes' KV is computed once per key and gives the same tokens
+
+
+class CountingModel:
+    def __init__(self, model):
+        self.model, self.prefix_forwards = model, 0
+
+    def __call__(self, **kwargs):
+        if "input_ids" not in kwargs and kwargs.get("attention_mask") is None:
+            self.prefix_forwards += 1  # a prefix alone: embeddings, no mask
+        return self.model(**kwargs)
+
+
+def test_prefix_kv_is_reused_per_key_and_changes_nothing():
+    model, tok = tiny_model("llama")
+    engine = Engine(model, tok, max_batch_size=4, max_queue=8, eos_ids=set(), max_positions=512)
+    counting = CountingModel(model)
+    engine.model = counting
+    engine.start()
+    prefix = torch.randn(5, model.config.hidden_size, generator=torch.Generator().manual_seed(0))
+
+    def tokens(prompt, key):
+        events: list = []
+        done = threading.Event()
+
+        def sink(e):
+            events.append(e)
+            if not isinstance(e, Delta):
+                done.set()
+
+        params = SamplingParams(max_tokens=8)
+        engine.submit(GenerationRequest(prompt, prefix, params, sink, prefix_key=key))
+        assert done.wait(30)
+        return "".join(e.text for e in events if isinstance(e, Delta))
+
+    try:
+        fresh = [tokens(p, None) for p in ([5, 6, 7], [9, 10, 11, 12])]
+        assert counting.prefix_forwards == 2
+        cached = [tokens(p, "k") for p in ([5, 6, 7], [9, 10, 11, 12])]
+        assert counting.prefix_forwards == 3  # once for key "k"
+        assert cached == fresh
+    finally:
+        engine.shutdown(0)
