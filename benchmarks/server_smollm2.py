@@ -8,7 +8,9 @@ Uses the carrier and erasers of benchmarks/lcdd_smollm2.py and benchmarks/eraser
 
 All figures come from one run; results go to docs/results/server_smollm2.json. Every request asks
 for exactly --new-tokens tokens (greedy; `ignore_eos` on the server, `min_new_tokens` for
-generate), so each side does the same work.
+generate), so each side does the same work on the same prompts. The static batch and the server
+phases are repeated --repeats times, interleaved (this machine's speed drifts by ~10% between
+minutes); the medians are compared.
 """
 
 from __future__ import annotations
@@ -116,10 +118,12 @@ async def load(url, model, prompts, eraser_sets, clients: int, per_client: int, 
                         tokens += event["usage"]["completion_tokens"]
             ttft.append(first - sent)
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     async with httpx.AsyncClient(base_url=url, timeout=600) as http:
         await asyncio.gather(*(client(http, j) for j in jobs))
     wall = time.perf_counter() - started
+    # The clients share the 2 cores with the server; what they took is not the server's.
+    client_cpu = time.process_time() - cpu
     ttft.sort()
     return {
         "requests": clients * per_client,
@@ -128,6 +132,7 @@ async def load(url, model, prompts, eraser_sets, clients: int, per_client: int, 
         "tokens_per_s": round(tokens / wall, 2),
         "ttft_p50_s": round(statistics.median(ttft), 3),
         "ttft_p95_s": round(ttft[min(len(ttft) - 1, int(0.95 * len(ttft)))], 3),
+        "client_cpu_s": round(client_cpu, 2),
     }
 
 
@@ -142,6 +147,7 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--per-client", type=int, default=4)
     ap.add_argument("--sequential", type=int, default=6, help="requests in the one-by-one baseline")
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--port", type=int, default=8765)
     ap.add_argument("--out", type=Path, default=ROOT / "docs/results/server_smollm2.json")
     args = ap.parse_args()
@@ -163,50 +169,70 @@ def main() -> None:
         model, tok, prompts[: args.sequential], n, 1
     )
     print("generate, one at a time:", results["generate_sequential"], flush=True)
-    results["generate_static_batch"] = generate_tokens_per_s(
-        model, tok, prompts[: 2 * args.clients], n, args.clients
-    )
-    print(f"generate, static batch {args.clients}:", results["generate_static_batch"], flush=True)
-    del model
 
+    phases = {
+        "server_mixed": [[], ["a"], ["b"], ["a", "b"]],
+        "server_no_eraser": [[]],
+        "server_eraser_a": [["a"]],
+    }
+    runs: dict[str, list[dict]] = {"generate_static_batch": [], **{k: [] for k in phases}}
     with tempfile.TemporaryDirectory() as tmp:
         store = EraserStore(Path(tmp) / "store", carrier=carrier_ref(carrier))
         store.add(w / args.eraser_a, name="a")
         store.add(w / args.eraser_b, name="b")
-        tokens_a = store.record("a").tokens
+        results["eraser_tokens"] = store.record("a").tokens
         proc = start_server(carrier, store.root, args.port, args.clients)
         url = f"http://127.0.0.1:{args.port}"
         model_id = httpx.get(url + "/v1/models").json()["data"][0]["id"]
         try:
-            run = lambda sets, per_client=args.per_client: asyncio.run(  # noqa: E731
-                load(url, model_id, prompts, sets, args.clients, per_client, n)
-            )
-            run([[]], per_client=1)  # warm-up
-            for name, sets in [
-                ("server_mixed", [[], ["a"], ["b"], ["a", "b"]]),
-                ("server_no_eraser", [[]]),
-                ("server_eraser_a", [["a"]]),
-            ]:
-                results[name] = run(sets)
-                print(name, results[name], flush=True)
+            asyncio.run(load(url, model_id, prompts, [[]], args.clients, 1, n))  # warm-up
+            for _ in range(args.repeats):
+                # The server idles meanwhile: its process only waits on its socket.
+                static = generate_tokens_per_s(model, tok, prompts, n, args.clients)
+                runs["generate_static_batch"].append(static)
+                print(f"generate, static batch {args.clients}:", static, flush=True)
+                for name, sets in phases.items():
+                    before = engine_counters(url)
+                    run = asyncio.run(
+                        load(url, model_id, prompts, sets, args.clients, args.per_client, n)
+                    )
+                    after = engine_counters(url)
+                    steps = after["decode_steps"] - before["decode_steps"]
+                    run["mean_decode_batch"] = round(
+                        (after["decode_rows"] - before["decode_rows"]) / steps, 2
+                    )
+                    run["prefills"] = int(after["prefills"] - before["prefills"])
+                    runs[name].append(run)
+                    print(name, run, flush=True)
         finally:
             proc.terminate()
             proc.wait()
 
+    for name, values in runs.items():
+        best = sorted(values, key=lambda r: r["tokens_per_s"])[len(values) // 2]
+        results[name] = {**best, "tokens_per_s_all": [r["tokens_per_s"] for r in values]}
     seq = results["generate_sequential"]["tokens_per_s"]
     static = results["generate_static_batch"]["tokens_per_s"]
     mixed = results["server_mixed"]["tokens_per_s"]
-    results["eraser_tokens"] = tokens_a
     results["speedup_vs_sequential"] = round(mixed / seq, 2)
     results["ratio_vs_static_batch"] = round(mixed / static, 3)
-    results["eraser_throughput_cost"] = round(
-        1
-        - results["server_eraser_a"]["tokens_per_s"] / results["server_no_eraser"]["tokens_per_s"],
-        3,
-    )
+    none, with_a = results["server_no_eraser"], results["server_eraser_a"]
+    results["eraser_throughput_cost"] = round(1 - with_a["tokens_per_s"] / none["tokens_per_s"], 3)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps({k: results[k] for k in list(results)[-4:]}, indent=2))
+    summary = ["speedup_vs_sequential", "ratio_vs_static_batch", "eraser_throughput_cost"]
+    print(json.dumps({k: results[k] for k in summary}, indent=2))
+
+
+def engine_counters(url: str) -> dict[str, float]:
+    text = httpx.get(url + "/metrics").text
+    names = ("decode_steps", "decode_rows", "prefills")
+    values = {}
+    for line in text.splitlines():
+        for name in names:
+            if line.startswith(f"sft_eraser_{name}_total "):
+                values[name] = float(line.split()[1])
+    return values
 
 
 if __name__ == "__main__":

@@ -74,7 +74,7 @@ def _load(state: ServerState) -> None:
         log.exception("loading %s failed", s.carrier)
         state.load_error = f"{type(e).__name__}: {e}"
         return
-    state.metrics.watch_engine(lambda: engine.waiting, lambda: engine.running)
+    state.metrics.watch_engine(engine)
     state.erasers = ErasersOnDevice(state.store, loaded.device, loaded.dtype)
     state.loaded = loaded
     engine.start()

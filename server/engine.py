@@ -115,6 +115,7 @@ class Engine:
         self._admitting = 0
         self._cache: BatchCache | None = None
         self._prefix_kv: OrderedDict[Hashable, KV] = OrderedDict()
+        self.decode_steps = self.decode_rows = self.prefills = 0  # for /metrics
         self._cv = threading.Condition()
         self._accepting = True
         self._stop = False
@@ -224,6 +225,7 @@ class Engine:
             _Row(r, TextStream(self.tokenizer, r.params.stop), r.params.generator(), n)
             for r, n in zip(requests, mask.sum(1).tolist(), strict=True)
         ]
+        self.prefills += 1
         new = BatchCache(cache, mask)  # the forward filled the cache in place
         self._cache = new if self._cache is None else self._cache.join(new)
         with self._cv:
@@ -290,6 +292,8 @@ class Engine:
             **self._last_logits,
         )
         batch.mask = mask
+        self.decode_steps += 1
+        self.decode_rows += len(self._rows)
         self._emit(self._rows, out.logits[:, -1])
 
     def _emit(self, rows: list[_Row], logits: torch.Tensor) -> None:

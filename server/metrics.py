@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 
 PREFIX = "sft_eraser_"
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64)
@@ -37,9 +36,28 @@ class Metrics:
             PREFIX + "eraser_requests", "requests that used each eraser", ["eraser"], registry=r
         )
 
-    def watch_engine(self, waiting: Callable[[], int], running: Callable[[], int]) -> None:
-        self.queue_depth.set_function(waiting)
-        self.running.set_function(running)
+    def watch_engine(self, engine) -> None:
+        self.queue_depth.set_function(lambda: engine.waiting)
+        self.running.set_function(lambda: engine.running)
+        self.registry.register(_EngineSteps(engine))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _EngineSteps:
+    """Decode steps and the rows they carried: rows / steps is the mean batch size."""
+
+    def __init__(self, engine):
+        self.engine = engine
+
+    def collect(self):
+        yield CounterMetricFamily(
+            PREFIX + "decode_steps", "decode forwards run", value=self.engine.decode_steps
+        )
+        yield CounterMetricFamily(
+            PREFIX + "decode_rows", "rows over all decode forwards", value=self.engine.decode_rows
+        )
+        yield CounterMetricFamily(
+            PREFIX + "prefills", "prefill forwards run", value=self.engine.prefills
+        )

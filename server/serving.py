@@ -49,8 +49,7 @@ class Job:
     def __init__(self, state: ServerState, erasers, kind: Kind):
         self.state, self.erasers, self.kind = state, erasers, kind
         self.queue: asyncio.Queue = asyncio.Queue()
-        loop = asyncio.get_running_loop()
-        self.sink = lambda event: loop.call_soon_threadsafe(self.queue.put_nowait, event)
+        self.sink = state.bridge().sink_for(self.queue)
         self.request: GenerationRequest | None = None
         self.id = kind.id_prefix + uuid.uuid4().hex
         self.created = int(time.time())

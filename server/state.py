@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 
 from eraser_store import EraserStore
 from server import errors
 from server.auth import KeyRing
+from server.bridge import EventBridge
 from server.engine import Engine
 from server.erasers import ErasersOnDevice
 from server.metrics import Metrics
@@ -27,6 +29,13 @@ class ServerState:
     load_error: str | None = None
     draining: bool = False
     started: int = field(default_factory=lambda: int(time.time()))
+    _bridge: EventBridge | None = None
+
+    def bridge(self) -> EventBridge:
+        """The engine-to-loop bridge of the running event loop (made on first use in it)."""
+        if self._bridge is None:
+            self._bridge = EventBridge(asyncio.get_running_loop())
+        return self._bridge
 
     @property
     def ready(self) -> bool:
