@@ -8,9 +8,11 @@ Uses the carrier and erasers of benchmarks/lcdd_smollm2.py and benchmarks/eraser
 
 All figures come from one run; results go to docs/results/server_smollm2.json. Every request asks
 for exactly --new-tokens tokens (greedy; `ignore_eos` on the server, `min_new_tokens` for
-generate), so each side does the same work on the same prompts. The static batch and the server
-phases are repeated --repeats times, interleaved (this machine's speed drifts by ~10% between
-minutes); the medians are compared.
+generate), so each side does the same work on the same prompts.
+
+This machine's speed drifts by up to ~25% from one minute to the next, so comparisons are paired:
+each trial runs the static batch and the three server phases back to back (about a minute), the
+ratios are taken within a trial, and the median over --trials trials is reported.
 """
 
 from __future__ import annotations
@@ -145,9 +147,9 @@ def main() -> None:
     ap.add_argument("--eraser-b", default="eraser_carrier_s250")
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--clients", type=int, default=16)
-    ap.add_argument("--per-client", type=int, default=4)
-    ap.add_argument("--sequential", type=int, default=6, help="requests in the one-by-one baseline")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--per-client", type=int, default=2, help="requests per client per phase")
+    ap.add_argument("--sequential", type=int, default=4, help="requests one by one, twice")
+    ap.add_argument("--trials", type=int, default=6)
     ap.add_argument("--port", type=int, default=8765)
     ap.add_argument("--out", type=Path, default=ROOT / "docs/results/server_smollm2.json")
     args = ap.parse_args()
@@ -165,10 +167,8 @@ def main() -> None:
     model = AutoModelForCausalLM.from_pretrained(carrier, dtype=torch.float32).eval()
     tok = AutoTokenizer.from_pretrained(carrier)
     generate_tokens_per_s(model, tok, prompts[:2], 8, 2)  # warm-up
-    results["generate_sequential"] = generate_tokens_per_s(
-        model, tok, prompts[: args.sequential], n, 1
-    )
-    print("generate, one at a time:", results["generate_sequential"], flush=True)
+    sequential = [generate_tokens_per_s(model, tok, prompts[: args.sequential], n, 1)]
+    print("generate, one at a time:", sequential[0], flush=True)
 
     phases = {
         "server_mixed": [[], ["a"], ["b"], ["a", "b"]],
@@ -186,7 +186,7 @@ def main() -> None:
         model_id = httpx.get(url + "/v1/models").json()["data"][0]["id"]
         try:
             asyncio.run(load(url, model_id, prompts, [[]], args.clients, 1, n))  # warm-up
-            for _ in range(args.repeats):
+            for _ in range(args.trials):
                 # The server idles meanwhile: its process only waits on its socket.
                 static = generate_tokens_per_s(model, tok, prompts, n, args.clients)
                 runs["generate_static_batch"].append(static)
@@ -208,16 +208,37 @@ def main() -> None:
             proc.terminate()
             proc.wait()
 
+    sequential.append(generate_tokens_per_s(model, tok, prompts[: args.sequential], n, 1))
+    print("generate, one at a time:", sequential[1], flush=True)
+    seq = statistics.mean(r["tokens_per_s"] for r in sequential)
+    results["generate_sequential"] = {
+        "tokens_per_s": round(seq, 2),
+        "tokens_per_s_all": [r["tokens_per_s"] for r in sequential],
+    }
     for name, values in runs.items():
-        best = sorted(values, key=lambda r: r["tokens_per_s"])[len(values) // 2]
-        results[name] = {**best, "tokens_per_s_all": [r["tokens_per_s"] for r in values]}
-    seq = results["generate_sequential"]["tokens_per_s"]
-    static = results["generate_static_batch"]["tokens_per_s"]
-    mixed = results["server_mixed"]["tokens_per_s"]
-    results["speedup_vs_sequential"] = round(mixed / seq, 2)
-    results["ratio_vs_static_batch"] = round(mixed / static, 3)
-    none, with_a = results["server_no_eraser"], results["server_eraser_a"]
-    results["eraser_throughput_cost"] = round(1 - with_a["tokens_per_s"] / none["tokens_per_s"], 3)
+        rates = [r["tokens_per_s"] for r in values]
+        results[name] = {
+            "tokens_per_s": round(statistics.median(rates), 2),
+            "tokens_per_s_all": rates,
+        }
+    for key in ("ttft_p50_s", "ttft_p95_s", "mean_decode_batch", "client_cpu_s"):
+        results["server_mixed"][key] = round(
+            statistics.median(r[key] for r in runs["server_mixed"]), 3
+        )
+
+    def paired(numerator: str, denominator: str) -> list[float]:
+        return [
+            x["tokens_per_s"] / y["tokens_per_s"]
+            for x, y in zip(runs[numerator], runs[denominator], strict=True)
+        ]
+
+    mixed_over_static = paired("server_mixed", "generate_static_batch")
+    a_over_none = paired("server_eraser_a", "server_no_eraser")
+    results["ratio_vs_static_batch_all"] = [round(r, 3) for r in mixed_over_static]
+    results["ratio_vs_static_batch"] = round(statistics.median(mixed_over_static), 3)
+    results["speedup_vs_sequential"] = round(results["server_mixed"]["tokens_per_s"] / seq, 2)
+    results["eraser_throughput_cost_all"] = [round(1 - r, 3) for r in a_over_none]
+    results["eraser_throughput_cost"] = round(1 - statistics.median(a_over_none), 3)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     summary = ["speedup_vs_sequential", "ratio_vs_static_batch", "eraser_throughput_cost"]

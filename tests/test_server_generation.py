@@ -227,6 +227,20 @@ def test_disconnect_frees_the_slot(served):
         assert chat(url, served.model_name, OTHER_PROMPT)["choices"][0]["finish_reason"]
 
 
+def test_a_non_streaming_client_that_leaves_frees_its_slot(served):
+    with running_server(served, max_batch_size=1, max_queue=0) as (url, app):
+        engine = app.state.server.engine
+        slow_down(engine, 0.01)  # 400 tokens: at least 4 s
+        body = chat_body(served.model_name, OTHER_PROMPT, max_tokens=400, ignore_eos=True)
+        started = time.monotonic()
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(url + "/v1/chat/completions", json=body, timeout=httpx.Timeout(10, read=0.5))
+        while engine.running and time.monotonic() - started < 10:
+            time.sleep(0.02)
+        assert engine.running == 0
+        assert time.monotonic() - started < 3  # freed by the disconnect check, not run to the end
+
+
 def test_admin_changes_apply_to_new_requests_only(served, tmp_path):
     auth = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     with running_server(served) as (url, app):
