@@ -214,13 +214,17 @@ def _check_lengths(state: ServerState, body, prompt_len: int, prefix_len: int) -
 
 async def whole(job: Job, http_request: Request, key: ApiKey | None) -> Response:
     parts: list[str] = []
+    checked = time.monotonic()
     while True:
-        try:
-            event = await asyncio.wait_for(job.next_event(), DISCONNECT_POLL_S)
-        except TimeoutError:
+        # Checked on a clock, not only when no token came: tokens may arrive every few ms.
+        if time.monotonic() - checked >= DISCONNECT_POLL_S:
+            checked = time.monotonic()
             if await http_request.is_disconnected():
                 job.cancel()
                 return Response(status_code=499)  # nobody is listening; frees the slot
+        try:
+            event = await asyncio.wait_for(job.next_event(), DISCONNECT_POLL_S)
+        except TimeoutError:
             continue
         if event is None:
             raise errors.timed_out(job.state.settings.request_timeout_s)
