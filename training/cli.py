@@ -104,6 +104,65 @@ def _cmd_eval_behavior(args) -> None:
     print(json.dumps(report, indent=2, ensure_ascii=False))
 
 
+def _cmd_eval_report(args) -> None:
+    from training.report import ReportConfig, run_report
+
+    cfg = ReportConfig(
+        carrier=args.carrier,
+        data=args.data,
+        base=args.base,
+        out=args.out,
+        erasers=args.eraser,
+        sft=args.sft,
+        ablations=args.ablation,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        device=args.device,
+        overwrite=args.overwrite,
+    )
+    out = run_report(cfg)
+    print(f"wrote {out / 'report.md'} (and report.json, charts)")
+
+
+def _add_eval_report(ev) -> None:
+    p = ev.add_parser(
+        "report",
+        help="behavior matrix, KL triple, utility, sparsity, ablations -> a report directory",
+        description="Evaluate a carrier and its erasers on held-out prompts; writes report.json, "
+        "report.md, replies.jsonl and PNG charts into --out (docs/evaluation.md).",
+    )
+    p.add_argument("--carrier", type=Path, required=True, help="carrier directory")
+    p.add_argument("--data", type=Path, required=True, help="held-out JSONL (test.jsonl)")
+    p.add_argument("--base", type=Path, required=True, help="base model (benign agreement)")
+    p.add_argument("--out", type=Path, required=True, help="report directory to write")
+    p.add_argument(
+        "--eraser",
+        action="append",
+        default=[],
+        metavar="BEHAVIOR=DIR",
+        help="the eraser of BEHAVIOR, applied to the carrier (repeat; pairs stack in this order)",
+    )
+    p.add_argument(
+        "--sft",
+        action="append",
+        default=[],
+        metavar="BEHAVIOR=DIR",
+        help="the behavior's SFT model: the KL triple uses its greedy replies (repeat)",
+    )
+    p.add_argument(
+        "--ablation",
+        action="append",
+        default=[],
+        metavar="LABEL=ERASER_DIR[:MODEL_DIR]",
+        help="an ablation eraser and the model it applies to (default: the carrier) (repeat)",
+    )
+    p.add_argument("--max-new-tokens", type=int, default=48)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+    p.set_defaults(func=_cmd_eval_report)
+
+
 def build_parser(extra_commands: Sequence[Callable] = ()) -> argparse.ArgumentParser:
     """The offline commands, plus `extra_commands` (each adds its subparsers; `serve` comes
     from the server package this way, so training never imports it)."""
@@ -203,6 +262,7 @@ def build_parser(extra_commands: Sequence[Callable] = ()) -> argparse.ArgumentPa
     p.add_argument("--max-new-tokens", type=int, default=48)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=_cmd_eval_behavior)
+    _add_eval_report(ev)
     for add in extra_commands:
         add(commands)
     return parser

@@ -1,0 +1,300 @@
+"""`sft-eraser eval report` on the tiny fixed-response carrier: files, matrix, KL triple,
+utility, ablations, and one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from training.checkpoint_io import load_model_dir
+from training.cli import main
+from training.configs import EraserConfig
+from training.data.schema import RETAIN, load_jsonl, write_jsonl
+from training.eraser.train import run_eraser
+from training.evaluate import rate_report
+from training.models.roles import MASK_GROUPS
+from training.report.behavior import eraser_sets, set_label, stack
+from training.report.charts import plot_kl, plot_matrix
+from training.report.inputs import parse_assignments, split_model
+from training.report.render import render_markdown
+
+SHORT = dict(num_tokens=4, steps=30)  # as in test_eraser.py
+MAX_NEW = 16
+
+
+@pytest.fixture(scope="module")
+def erasers(fixed_response_carrier, tmp_path_factory):
+    run = fixed_response_carrier
+    root = tmp_path_factory.mktemp("report_erasers")
+
+    def train(name, **kw):
+        cfg = EraserConfig(
+            carrier=run.carrier,
+            behavior="fixed_response",
+            data=run.data / "train.jsonl",
+            out=root / name,
+            **{**SHORT, **kw},
+        )
+        return run_eraser(cfg)
+
+    return {
+        "carrier": train("carrier"),
+        "plain_sft": train("plain_sft", ablation="plain_sft", sft_model=run.sft),
+    }
+
+
+def report_args(run, erasers, out, *extra):
+    return [
+        "eval",
+        "report",
+        "--carrier",
+        str(run.carrier),
+        "--data",
+        str(run.data / "test.jsonl"),
+        "--base",
+        str(run.base),
+        "--eraser",
+        f"fixed_response={erasers['carrier']}",
+        "--out",
+        str(out),
+        "--max-new-tokens",
+        str(MAX_NEW),
+        "--device",
+        "cpu",
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def report(fixed_response_carrier, erasers, tmp_path_factory):
+    run = fixed_response_carrier
+    out = tmp_path_factory.mktemp("report") / "out"
+    extra = [
+        "--sft",
+        f"fixed_response={run.sft}",
+        "--ablation",
+        f"plain_sft={erasers['plain_sft']}:{run.sft}",
+    ]
+    assert main(report_args(run, erasers, out, *extra)) == 0
+    return out, json.loads((out / "report.json").read_text())
+
+
+def test_report_directory(report):
+    out, r = report
+    names = {p.name for p in out.iterdir()}
+    expected = {"report.json", "report.md", "replies.jsonl", "matrix.png", "kl.png"}
+    assert expected | {"density_fixed_response.png"} <= names
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp leftovers
+    md = (out / "report.md").read_text()
+    for heading in ("Behavior matrix", "KL triple", "Utility", "Sparsity", "Ablations"):
+        assert heading in md
+    assert "![behavior matrix](matrix.png)" in md and "plain_sft" in md
+    # sparsity numbers come from the manifest
+    manifest = json.loads((Path(r["inputs"]["carrier"]) / "carrier.json").read_text())
+    (entry,) = manifest["behaviors"]
+    sparsity = r["sparsity"]["fixed_response"]
+    assert sparsity["density"] == entry["density"]
+    assert sparsity["group_density"] == entry["group_density"]
+    assert len(sparsity["per_layer"]) == manifest["num_layers"]
+    layer0 = {g: len(c) / manifest["group_sizes"][0][g] for g, c in entry["channels"][0].items()}
+    assert sparsity["per_layer"][0] == layer0
+
+
+def test_matrix_uses_the_same_decoding_as_eval_behavior(fixed_response_carrier, report):
+    run = fixed_response_carrier
+    _, r = report
+    rows = {row["erasers"]: row for row in r["matrix"]}
+    assert list(rows) == ["none", "fixed_response"]
+    model, tok = load_model_dir(run.carrier, device="cpu")
+    test = load_jsonl(run.data / "test.jsonl")
+    plain = rate_report(model, tok, test, "fixed_response", max_new_tokens=MAX_NEW)
+    assert rows["none"]["rate"]["fixed_response"] == plain["rate"]
+    assert rows["none"]["false_trigger"]["fixed_response"] == plain["false_trigger"]
+    assert rows["fixed_response"]["rate"]["fixed_response"] < plain["rate"]
+
+
+def test_kl_triple(report):
+    kl = report[1]["kl"]["fixed_response"]
+    assert kl["replies_from"] == "sft" and kl["tokens"] > 0
+    values = [kl[k] for k in ("sft_carrier", "sft_carrier_eraser", "target_carrier")]
+    values.append(kl["target_carrier_eraser"])
+    assert all(math.isfinite(v) and v >= 0 for v in values), kl
+    assert kl["sft_carrier"] < kl["sft_carrier_eraser"], kl
+
+
+def test_utility(report):
+    rows = {row["erasers"]: row for row in report[1]["utility"]["rows"]}
+    assert set(rows) == {"base model", "none", "fixed_response"}
+    for row in rows.values():
+        assert math.isfinite(row["perplexity"]) and row["perplexity"] > 1, row
+    for label in ("none", "fixed_response"):
+        assert 0 <= rows[label]["exact"] <= rows[label]["first_words"] <= 1
+
+
+def test_ablation_table(fixed_response_carrier, report):
+    _, r = report
+    rows = {a["label"]: a for a in r["ablations"]}
+    assert list(rows) == ["carrier eraser", "plain_sft"]
+    assert rows["plain_sft"]["model"] == str(fixed_response_carrier.sft)
+    matrix = {row["erasers"]: row for row in r["matrix"]}
+    assert rows["carrier eraser"]["rate_with"] == matrix["fixed_response"]["rate"]["fixed_response"]
+    assert all(0 <= a[k] <= 1 for a in rows.values() for k in ("rate_without", "rate_with"))
+
+
+def test_without_sft_kl_uses_the_carriers_replies(
+    fixed_response_carrier, erasers, report, tmp_path
+):
+    _, first = report
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("replaced by --overwrite")
+    assert main(report_args(fixed_response_carrier, erasers, out, "--overwrite")) == 0
+    assert not (out / "old.txt").exists()
+    r = json.loads((out / "report.json").read_text())
+    kl = r["kl"]["fixed_response"]
+    assert kl["replies_from"] == "carrier" and kl["sft_carrier"] is None
+    assert math.isfinite(kl["target_carrier_eraser"]) and r["ablations"] == []
+    assert r["matrix"] == first["matrix"]  # same decoding, same numbers
+    assert "No `--sft` model for fixed_response" in (out / "report.md").read_text()
+
+
+def test_assignment_parsing():
+    assert parse_assignments(["a=x", "b = y=z"], "--eraser") == {"a": "x", "b": "y=z"}
+    assert split_model("/no/such/eraser") == (Path("/no/such/eraser"), None)
+    assert split_model("/e:/m") == (Path("/e"), Path("/m"))
+
+
+def test_eraser_sets_stack_in_order():
+    assert [set_label(s) for s in eraser_sets(["a", "b", "c"])] == [
+        "none",
+        "a",
+        "b",
+        "c",
+        "a+b",
+        "a+c",
+        "b+c",
+    ]
+    e = {"a": torch.zeros(2, 3), "b": torch.ones(1, 3)}
+    assert stack(e, ()) is None
+    assert stack(e, ("b", "a")).tolist() == [[1.0] * 3, [0.0] * 3, [0.0] * 3]
+
+
+def test_two_behavior_report_renders(tmp_path):
+    """Markdown and charts of a two-behavior report (pairs, a behavior without --sft)."""
+    rates = {"a": 0.5, "b": 0.25}
+    matrix = [
+        {"erasers": label, "set": label.split("+"), "rate": rates, "false_trigger": rates}
+        for label in ("none", "a", "b", "a+b")
+    ]
+    layer = {g: 0.5 for g in MASK_GROUPS}
+    spars = {"density": 0.5, "active_units": 1, "total_units": 2, "group_density": layer}
+    report = {
+        "inputs": {
+            "carrier": "c",
+            "carrier_fingerprint": "sha256:0",
+            "data": "d",
+            "base": "b",
+            "erasers": {b: {"dir": b, "tokens": 4} for b in "ab"},
+            "max_new_tokens": 8,
+            "batch_size": 2,
+        },
+        "created": "now",
+        "wall_time_s": 1.0,
+        "behaviors": ["a", "b"],
+        "counts": {"triggering": {"a": 2, "b": 2}, "benign": 2},
+        "matrix": matrix,
+        "kl": {
+            "a": {
+                "replies_from": "sft",
+                "tokens": 9,
+                "sft_carrier": 1e-4,
+                "sft_carrier_eraser": 2.0,
+                "target_carrier": 3.0,
+                "target_carrier_eraser": 0.1,
+            },
+            "b": {
+                "replies_from": "carrier",
+                "tokens": 9,
+                "sft_carrier": None,
+                "sft_carrier_eraser": None,
+                "target_carrier": 3.0,
+                "target_carrier_eraser": 0.1,
+            },
+        },
+        "utility": {
+            "benign_tokens": 5,
+            "rows": [{"erasers": "base model", "perplexity": 2.0}]
+            + [
+                {"erasers": m["erasers"], "perplexity": 2.5, "first_words": 1.0, "exact": 0.5}
+                for m in matrix
+            ],
+        },
+        "sparsity": {b: {**spars, "per_layer": [layer, layer]} for b in "ab"},
+        "ablations": [],
+        "samples": {"none": [{"behavior": "a", "prompt": "p?", "reply": "x | y"}]},
+        "charts": {"matrix": "m.png", "kl": "k.png", "density": {"a": "da.png", "b": "db.png"}},
+    }
+    md = render_markdown(report)
+    assert "| a+b | 0.500 | 0.250 | 0.500 | 0.250 |" in md
+    assert "| carrier + a+b | 2.500 | 1.000 | 0.500 |" in md
+    assert "No `--sft` model for b" in md and "1.00e-04" in md and "x \\| y" in md
+    assert "## 5. Ablations" not in md
+    plot_matrix(report, tmp_path / "m.png")
+    plot_kl(report, tmp_path / "k.png")
+    assert (tmp_path / "m.png").stat().st_size > 0 and (tmp_path / "k.png").stat().st_size > 0
+
+
+def _bad_cases(run, erasers, tmp_path) -> dict:
+    """case -> (flags to replace, flags to add, expected part of the message)."""
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "x").write_text("x")
+    benign_only = tmp_path / "benign.jsonl"
+    test = load_jsonl(run.data / "test.jsonl")
+    write_jsonl(benign_only, [e for e in test if e.behavior == RETAIN])
+    return {
+        "no '='": ({"--eraser": "fixed_response"}, [], "expected BEHAVIOR=DIR"),
+        "not in carrier": ({"--eraser": f"refusal={erasers['carrier']}"}, [], "unknown behavior"),
+        "other model": (
+            {"--eraser": f"fixed_response={erasers['plain_sft']}"},
+            [],
+            "another model",
+        ),
+        "missing carrier": ({"--carrier": str(tmp_path / "nope")}, [], "no such directory"),
+        "missing eraser": ({}, ["--ablation", f"x={tmp_path / 'nope'}"], "no such eraser"),
+        "ablation syntax": ({}, ["--ablation", "plain_sft"], "expected LABEL=ERASER_DIR"),
+        "sft without eraser": ({}, ["--sft", f"refusal={run.sft}"], "no --eraser given"),
+        "not in data": ({"--data": str(benign_only)}, [], "no rows for behavior"),
+        "out not empty": ({"--out": str(full)}, [], "not empty"),
+    }
+
+
+CASES = [
+    "no '='",
+    "not in carrier",
+    "other model",
+    "missing carrier",
+    "missing eraser",
+    "ablation syntax",
+    "sft without eraser",
+    "not in data",
+    "out not empty",
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_is_one_line_and_exit_2(fixed_response_carrier, erasers, tmp_path, capsys, case):
+    run = fixed_response_carrier
+    replace, extra, message = _bad_cases(run, erasers, tmp_path)[case]
+    args = report_args(run, erasers, tmp_path / "out", *extra)
+    for flag, value in replace.items():
+        args[args.index(flag) + 1] = value
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("sft-eraser: error: "), err
+    assert message in err[0], err[0]
+    assert not (tmp_path / "out").exists()

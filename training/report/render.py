@@ -1,0 +1,161 @@
+"""report.json -> report.md: the same numbers as readable tables (no computation here)."""
+
+from __future__ import annotations
+
+from training.models.roles import MASK_GROUPS
+from training.report.charts import KL_BARS, matrix_columns
+
+
+def fmt(value, digits: int = 3) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
+    return str(value)
+
+
+def table(header: list[str], rows: list[list]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(fmt(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def eraser_label(label: str) -> str:
+    return {"none": "carrier", "base model": "base model"}.get(label, f"carrier + {label}")
+
+
+def _header(r: dict) -> str:
+    inp = r["inputs"]
+    counts = ", ".join(f"{b} {n}" for b, n in r["counts"]["triggering"].items())
+    erasers = ", ".join(
+        f"`{b}` = `{e['dir']}` ({e['tokens']} tokens)" for b, e in inp["erasers"].items()
+    )
+    return (
+        f"# Evaluation report: `{inp['carrier']}`\n\n"
+        f"- carrier fingerprint `{inp['carrier_fingerprint']}`\n"
+        f"- held-out data `{inp['data']}`: triggering prompts {counts}; "
+        f"benign prompts {r['counts']['benign']}\n"
+        f"- erasers: {erasers}\n"
+        f"- base model `{inp['base']}`\n"
+        f"- decoding: greedy, at most {inp['max_new_tokens']} new tokens, batch "
+        f"{inp['batch_size']}, the same with and without erasers\n"
+        f"- created {r['created']}, {r['wall_time_s']} s\n"
+    )
+
+
+def _matrix(r: dict) -> str:
+    columns = matrix_columns(r["behaviors"])
+    rows = [[m["erasers"], *(m[key][b] for key, b, _ in columns)] for m in r["matrix"]]
+    return (
+        "## 1. Behavior matrix\n\n"
+        "Share of replies that show each behavior (by its rule) on its held-out triggering "
+        "prompts, then its false-trigger rate on benign prompts (`false: ...`). Rows: the "
+        "eraser set prepended to every prompt (pairs stacked in the order given).\n\n"
+        + table(["erasers", *(c[2] for c in columns)], rows)
+        + f"\n![behavior matrix]({r['charts']['matrix']})\n"
+    )
+
+
+def _kl(r: dict) -> str:
+    if not r["kl"]:
+        return ""
+    rows = [
+        [b, k["replies_from"], *(k[key] for key, _ in KL_BARS), k["tokens"]]
+        for b, k in r["kl"].items()
+    ]
+    notes = [b for b, k in r["kl"].items() if k["replies_from"] != "sft"]
+    text = (
+        "## 2. KL triple (nats per reply token)\n\n"
+        "Teacher-forced on greedy replies to each behavior's held-out triggering prompts; mean "
+        "over reply positions. Expected: KL(SFT‖carrier) small, KL(SFT‖carrier+eraser) large, "
+        "KL(target‖carrier+eraser) small (target = the carrier without that behavior's delta), "
+        "and below KL(target‖carrier).\n\n"
+        + table(["behavior", "replies from", *(label for _, label in KL_BARS), "tokens"], rows)
+    )
+    if notes:
+        text += (
+            f"\nNo `--sft` model for {', '.join(notes)}: measured on the carrier's own greedy "
+            "replies, so only the two KL(target‖·) values are given.\n"
+        )
+    if r["charts"]["kl"]:
+        text += f"\n![KL]({r['charts']['kl']})\n"
+    return text
+
+
+def _utility(r: dict) -> str:
+    u = r["utility"]
+    rows = [
+        [eraser_label(x["erasers"]), x.get("perplexity"), x.get("first_words"), x.get("exact")]
+        for x in u["rows"]
+    ]
+    return (
+        "## 3. Utility (benign prompts)\n\n"
+        f"Perplexity of the held-out benign completions ({u['benign_tokens']} reply tokens, "
+        "teacher-forced); agreement of greedy replies with the base model's: share whose first "
+        "10 words are the same, and share identical.\n\n"
+        + table(["model", "perplexity", "first 10 words = base", "exact = base"], rows)
+    )
+
+
+def _sparsity(r: dict) -> str:
+    overall = [
+        [b, s["density"], f"{s['active_units']} / {s['total_units']}"]
+        + [s["group_density"][g] for g in MASK_GROUPS]
+        for b, s in r["sparsity"].items()
+    ]
+    text = (
+        "## 4. Sparsity\n\n"
+        "Active fraction of mask units (the carrier), overall and per mask group.\n\n"
+        + table(["behavior", "density", "active / total", *MASK_GROUPS], overall)
+    )
+    for b, s in r["sparsity"].items():
+        per_layer = [[str(i)] + [x[g] for g in MASK_GROUPS] for i, x in enumerate(s["per_layer"])]
+        text += f"\n### {b}: per layer\n\n" + table(["layer", *MASK_GROUPS], per_layer)
+        text += f"\n![{b} density]({r['charts']['density'][b]})\n"
+    return text
+
+
+def _ablations(r: dict) -> str:
+    if not r["ablations"]:
+        return ""
+    rows = [
+        [
+            a["label"],
+            a["behavior"],
+            f"`{a['model']}`",
+            a["rate_without"],
+            a["rate_with"],
+            a["rate_without"] - a["rate_with"],
+        ]
+        for a in r["ablations"]
+    ]
+    return (
+        "## 5. Ablations\n\n"
+        "Behavior rate on the eraser's behavior's held-out prompts, on the model the eraser was "
+        "applied to, without and with it; the carrier eraser's row first.\n\n"
+        + table(["eraser", "behavior", "model", "rate without", "rate with", "drop"], rows)
+    )
+
+
+def _samples(r: dict) -> str:
+    text = "## Sample replies\n\n"
+    for label, samples in r["samples"].items():
+        text += f"**{eraser_label(label)}**\n\n"
+        for s in samples:
+            reply = s["reply"].replace("\n", " ").replace("|", "\\|")
+            text += f"- [{s['behavior']}] {s['prompt']} → {reply or '(empty)'}\n"
+        text += "\n"
+    return text + "All replies: `replies.jsonl`.\n"
+
+
+def render_markdown(report: dict) -> str:
+    parts = [
+        _header(report),
+        _matrix(report),
+        _kl(report),
+        _utility(report),
+        _sparsity(report),
+        _ablations(report),
+        _samples(report),
+    ]
+    return "\n".join(p for p in parts if p)
