@@ -41,7 +41,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
             state.draining = True
             await loading
             if state.engine is not None:
-                await run_in_threadpool(state.engine.shutdown, settings.shutdown_timeout_s)
+                # uvicorn has already let requests in flight finish (its graceful timeout).
+                await run_in_threadpool(state.engine.shutdown, 0)
 
     app = FastAPI(title="sft-eraser", lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.server = state
@@ -72,7 +73,8 @@ def _load(state: ServerState) -> None:
         )
     except Exception as e:
         log.exception("loading %s failed", s.carrier)
-        state.load_error = f"{type(e).__name__}: {e}"
+        # Clients see the kind of failure; the message (paths, ...) goes to the log only.
+        state.load_error = f"{type(e).__name__} (see the server log)"
         return
     state.metrics.watch_engine(engine)
     state.erasers = ErasersOnDevice(state.store, loaded.device, loaded.dtype)

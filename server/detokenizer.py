@@ -23,7 +23,10 @@ class TextStream:
     def push(self, token_id: int) -> tuple[str, bool]:
         """Add a token; return (new text to hand out, whether a stop string was reached)."""
         self.ids.append(token_id)
-        self.text = self.tokenizer.decode(self.ids, skip_special_tokens=True)
+        # No space clean-up: it can change text already handed out ("a ," -> "a,").
+        self.text = self.tokenizer.decode(
+            self.ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
+        )
         cut = self._first_stop()
         if cut is not None:
             self.text = self.text[:cut]

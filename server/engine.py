@@ -46,12 +46,13 @@ class Finished:
 @dataclass(frozen=True)
 class Failed:
     message: str
+    status: int = 500  # 503: the server is shutting down (retry elsewhere); 504: deadline
 
 
 Event = Delta | Finished | Failed
 
 
-@dataclass
+@dataclass(eq=False)  # requests are compared by identity (they hold tensors)
 class GenerationRequest:
     prompt_ids: list[int]
     prefix: torch.Tensor | None  # (n, hidden) eraser embeddings, on the model's device and dtype
@@ -59,6 +60,8 @@ class GenerationRequest:
     sink: Callable[[Event], None]
     cancelled: bool = False  # set from another thread; the engine drops the row at its next step
     submitted: float = field(default_factory=time.monotonic)
+    # The engine drops the row at this time (monotonic clock), whatever happened to the caller.
+    deadline: float = float("inf")
     first_token_at: float | None = None  # set by the engine thread
     # Identity of `prefix` (e.g. the erasers' names, versions and hashes): requests with the same
     # key share the prefix's KV cache. None: computed for this request only.
@@ -128,7 +131,7 @@ class Engine:
 
     def submit(self, request: GenerationRequest) -> None:
         with self._cv:
-            if not self._accepting:
+            if not self._accepting or not self._thread.is_alive():
                 raise EngineStopped("the server is shutting down")
             free_slots = self.max_batch_size - len(self._rows) - self._admitting
             if len(self._waiting) >= self.max_queue + max(0, free_slots):
@@ -139,7 +142,13 @@ class Engine:
     def cancel(self, request: GenerationRequest) -> None:
         request.cancelled = True
         with self._cv:
+            if request in self._waiting:  # frees its queue place now, not when a slot frees
+                self._waiting.remove(request)
             self._cv.notify()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
 
     @property
     def waiting(self) -> int:
@@ -161,7 +170,7 @@ class Engine:
         if self._thread.is_alive():
             self._thread.join()
         for request in [r.request for r in self._rows] + list(self._waiting):
-            request.sink(Failed("the server shut down before the request finished"))
+            request.sink(Failed("the server shut down before the request finished", status=503))
         self._rows, self._waiting = [], deque()
 
     # ---- the engine thread
@@ -183,16 +192,21 @@ class Engine:
                     self._admitting = len(admitted)
                 try:
                     self._step(admitted)
-                except Exception as e:  # keep serving: fail only the requests of this batch
+                except Exception:  # keep serving: fail only the requests of this batch
                     log.exception("engine step failed")
                     running = [row.request for row in self._rows]
                     for request in running + [r for r in admitted if r not in running]:
-                        request.sink(Failed(f"generation failed: {type(e).__name__}: {e}"))
+                        request.sink(Failed("generation failed; see the server log"))
                     self._rows, self._cache = [], None
                     with self._cv:
                         self._admitting = 0
 
     def _step(self, admitted: list[GenerationRequest]) -> None:
+        now = time.monotonic()
+        for row in self._rows:
+            if row.request.deadline <= now and not row.request.cancelled:
+                row.request.cancelled = True
+                row.request.sink(Failed("the request ran past its time limit", status=504))
         self._drop_rows([i for i, row in enumerate(self._rows) if row.request.cancelled])
         if admitted:
             self._prefill(admitted)

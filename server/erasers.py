@@ -69,6 +69,12 @@ class ErasersOnDevice:
                     param=f"erasers[{i}]",
                 ) from None
             except (EraserCorrupted, EraserFormatError):
+                if not self._still_registered(name, version):  # removed while being read
+                    raise errors.not_found(
+                        f"no eraser {refs[i]!r} is registered",
+                        code="eraser_not_found",
+                        param=f"erasers[{i}]",
+                    ) from None
                 log.exception("eraser %s is unusable", refs[i])
                 raise errors.APIError(
                     500,
@@ -77,6 +83,13 @@ class ErasersOnDevice:
                     code="eraser_corrupted",
                 ) from None
         return resolved
+
+    def _still_registered(self, name: str, version: int | None) -> bool:
+        try:
+            self.store.record(name, version)
+        except EraserNotFound:
+            return False
+        return True
 
     def forget(self, name: str) -> None:
         with self._lock:

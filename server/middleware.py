@@ -32,7 +32,9 @@ class BodyLimit:
             return await self.app(scope, receive, send)
         limit = self.limit_for_path(scope["path"])
         length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > limit):
+        if length is not None and not length.isdigit():
+            return await _send_error(send, errors.bad_request("bad Content-Length header"))
+        if length is not None and int(length) > limit:
             return await _send_error(send, BodyTooLarge(limit))
         received = 0
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
+MIN_TEMPERATURE = 1e-4
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -23,7 +25,8 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0.0
+        # Below this, logits / temperature overflows fp32; the distribution is argmax anyway.
+        return self.temperature < MIN_TEMPERATURE
 
     def generator(self) -> torch.Generator | None:
         if self.greedy:
@@ -44,7 +47,9 @@ def next_tokens(
 
 
 def _sample(logits: torch.Tensor, p: SamplingParams, gen: torch.Generator) -> int:
-    probs = torch.softmax(logits / p.temperature, -1)
+    probs = torch.softmax(logits.double() / p.temperature, -1)
+    if not torch.isfinite(probs).all():  # non-finite logits (fp16 overflow): nothing to draw from
+        return int(logits.nan_to_num(nan=-float("inf")).argmax())
     if p.top_p < 1.0:
         sorted_probs, order = probs.sort(descending=True)
         # Keep the smallest set whose mass reaches top_p (always at least the top token).

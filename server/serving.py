@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from eraser_store.prompting import chat_prompt_ids
 from server import errors
@@ -108,7 +109,9 @@ async def complete(
     key: ApiKey | None,
 ) -> Response:
     kind = CHAT if isinstance(body, ChatCompletionRequest) else TEXT
-    job = submit(state, body, key, kind)
+    # Store lookups, eraser file reads and tokenizing stay off the event loop.
+    prepared = await run_in_threadpool(prepare, state, body, key, kind)
+    job = submit(state, prepared, kind)
     if body.stream:
         return StreamingResponse(
             stream(job, body.include_usage, key),
@@ -118,8 +121,17 @@ async def complete(
     return await whole(job, http_request, key)
 
 
-def submit(state: ServerState, body, key: ApiKey | None, kind: Kind) -> Job:
-    loaded, engine, erasers_on_device = state.require_ready()
+@dataclass(frozen=True)
+class Prepared:
+    erasers: list
+    prompt_ids: list[int]
+    prefix: object  # tensor or None
+    params: SamplingParams
+
+
+def prepare(state: ServerState, body, key: ApiKey | None, kind: Kind) -> Prepared:
+    """Everything about a request that can be refused, checked before it takes a slot."""
+    loaded, _, erasers_on_device = state.require_ready()
     settings = state.settings
     if body.model != settings.served_model_name:
         raise errors.not_found(
@@ -148,13 +160,20 @@ def submit(state: ServerState, body, key: ApiKey | None, kind: Kind) -> Job:
         stop=tuple(body.stop),
         ignore_eos=body.ignore_eos,
     )
+    return Prepared(erasers, prompt_ids, prefix, params)
+
+
+def submit(state: ServerState, prepared: Prepared, kind: Kind) -> Job:
+    _, engine, _ = state.require_ready()
+    erasers = prepared.erasers
     job = Job(state, erasers, kind)
     job.request = GenerationRequest(
-        prompt_ids,
-        prefix,
-        params,
+        prepared.prompt_ids,
+        prepared.prefix,
+        prepared.params,
         sink=job.sink,
         prefix_key=tuple((e.record.ref, e.record.sha256) for e in erasers) or None,
+        deadline=job.deadline,
     )
     try:
         engine.submit(job.request)
@@ -195,13 +214,15 @@ def _check_lengths(state: ServerState, body, prompt_len: int, prefix_len: int) -
             param="messages" if isinstance(body, ChatCompletionRequest) else "prompt",
             code="context_length_exceeded",
         )
-    max_tokens = body.token_limit or s.default_max_tokens
+    context = state.loaded.max_positions
+    max_tokens = body.token_limit
+    if max_tokens is None:  # not asked for: the default, capped to what the context leaves
+        max_tokens = max(1, min(s.default_max_tokens, context - prefix_len - prompt_len))
     if max_tokens > s.max_tokens_limit:
         raise errors.bad_request(
             f"max_tokens {max_tokens} is above this server's limit of {s.max_tokens_limit}",
             param="max_tokens",
         )
-    context = state.loaded.max_positions
     if prefix_len + prompt_len + max_tokens > context:
         raise errors.bad_request(
             f"erasers ({prefix_len}) + prompt ({prompt_len}) + max_tokens ({max_tokens}) tokens "
@@ -213,6 +234,13 @@ def _check_lengths(state: ServerState, body, prompt_len: int, prefix_len: int) -
 
 
 async def whole(job: Job, http_request: Request, key: ApiKey | None) -> Response:
+    try:
+        return await _collect(job, http_request, key)
+    finally:
+        job.cancel()  # no-op once finished; frees the slot if this task was cancelled
+
+
+async def _collect(job: Job, http_request: Request, key: ApiKey | None) -> Response:
     parts: list[str] = []
     checked = time.monotonic()
     while True:
@@ -230,7 +258,7 @@ async def whole(job: Job, http_request: Request, key: ApiKey | None) -> Response
             raise errors.timed_out(job.state.settings.request_timeout_s)
         if isinstance(event, Failed):
             job.done = True
-            raise errors.APIError(500, event.message, type="server_error", code="generation_failed")
+            raise failure(event)
         if isinstance(event, Delta):
             parts.append(event.text)
             continue
@@ -276,7 +304,7 @@ async def stream(job: Job, include_usage: bool, key: ApiKey | None) -> AsyncIter
                 break
             if isinstance(event, Failed):
                 job.done = True
-                yield _sse(errors.APIError(500, event.message, type="server_error").body())
+                yield _sse(failure(event).body())
                 break
             if isinstance(event, Delta):
                 yield chunk(event.text)
@@ -290,6 +318,14 @@ async def stream(job: Job, include_usage: bool, key: ApiKey | None) -> AsyncIter
         yield "data: [DONE]\n\n"
     finally:
         job.cancel()  # the client went away (or the request failed): free the slot
+
+
+def failure(event: Failed) -> errors.APIError:
+    if event.status == 503:
+        return errors.unavailable(event.message, code="shutting_down")
+    if event.status == 504:
+        return errors.APIError(504, event.message, type="server_error", code="timeout")
+    return errors.APIError(500, event.message, type="server_error", code="generation_failed")
 
 
 def _usage(event: Finished) -> dict:

@@ -39,7 +39,7 @@ class ServerState:
 
     @property
     def ready(self) -> bool:
-        return self.engine is not None and not self.draining
+        return self.engine is not None and self.engine.alive and not self.draining
 
     def require_ready(self) -> tuple[LoadedModel, Engine, ErasersOnDevice]:
         if self.draining:

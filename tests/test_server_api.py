@@ -597,6 +597,21 @@ def test_no_bad_input_is_a_server_error(server, model):
     assert metric(server, "sft_eraser_errors_total", type="server_error") == 0
 
 
+def test_a_tiny_temperature_is_greedy_and_harms_no_one(server, model):
+    """1e-30 would overflow logits / temperature; it must neither fail the request nor the
+    batch it shares (a sampling error on the engine thread fails every row of the step)."""
+    greedy = chat_body(model, OTHER_PROMPT, max_tokens=8)
+    with ThreadPoolExecutor(4) as pool:
+        tiny = pool.submit(
+            httpx.post, server + CHAT, json=greedy | {"temperature": 1e-30}, timeout=60
+        )
+        others = [pool.submit(httpx.post, server + CHAT, json=greedy, timeout=60) for _ in range(3)]
+        replies = [f.result() for f in [tiny, *others]]
+    assert all(r.status_code == 200 for r in replies), [r.text for r in replies]
+    texts = {r.json()["choices"][0]["message"]["content"] for r in replies}
+    assert len(texts) == 1  # all greedy
+
+
 # ---- probes
 
 

@@ -26,7 +26,7 @@ class CharTokenizer:
 
     special = {0}
 
-    def decode(self, ids, skip_special_tokens=True):
+    def decode(self, ids, skip_special_tokens=True, clean_up_tokenization_spaces=False):
         return "".join(chr(i) for i in ids if not (skip_special_tokens and i in self.special))
 
 
@@ -36,7 +36,7 @@ class PieceTokenizer:
     def __init__(self, pieces):
         self.pieces = list(pieces)
 
-    def decode(self, ids, skip_special_tokens=True):
+    def decode(self, ids, skip_special_tokens=True, clean_up_tokenization_spaces=False):
         return "".join(self.pieces[i] for i in ids)
 
 
@@ -432,3 +432,66 @@ def test_prefix_kv_is_reused_per_key_and_changes_nothing():
         assert cached == fresh
     finally:
         engine.shutdown(0)
+
+
+# ---- engine: a failing step, a cancelled waiting request
+
+
+class FailingModel:
+    def __init__(self, model):
+        self.model, self.fail = model, True
+
+    def __call__(self, **kwargs):
+        if self.fail:
+            raise RuntimeError("out of memory (simulated)")
+        return self.model(**kwargs)
+
+
+def test_a_failed_step_fails_its_rows_and_the_engine_serves_on():
+    model, tok = tiny_model("llama")
+    engine = Engine(model, tok, max_batch_size=4, max_queue=4, eos_ids=set(), max_positions=512)
+    failing = FailingModel(model)
+    engine.model = failing
+    prefix = torch.zeros(2, model.config.hidden_size)
+    first, second = [], []
+    engine.start()
+    try:
+        # Two requests equal field by field (same prompt, equal prefix tensors): the failure
+        # path must tell them apart without comparing tensors.
+        for events in (first, second):
+            engine.submit(
+                GenerationRequest([5, 6], prefix.clone(), SamplingParams(2), events.append)
+            )
+        wait_for_events(first, second)
+        assert isinstance(first[-1], Failed) and isinstance(second[-1], Failed)
+        assert "see the server log" in first[-1].message  # no internals to the client
+        assert engine.alive
+        failing.fail = False
+        third: list = []
+        engine.submit(GenerationRequest([5, 6], None, SamplingParams(2), third.append))
+        wait_for_events(third)
+        assert isinstance(third[-1], Finished)
+    finally:
+        engine.shutdown(0)
+
+
+def wait_for_events(*lists, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not all(lst and not isinstance(lst[-1], Delta) for lst in lists):
+        assert time.monotonic() < deadline, lists
+        time.sleep(0.01)
+
+
+def test_cancelling_a_waiting_request_frees_its_queue_place(gated_engine):
+    engine, gate = gated_engine  # one slot, no queue beyond it
+    engine.submit(request([]))
+    assert gate.entered.wait(10)  # the slot is taken (its prefill is held)
+    engine.max_queue = 1
+    waiting = request([])
+    engine.submit(waiting)
+    with pytest.raises(QueueFull):
+        engine.submit(request([]))
+    engine.cancel(waiting)
+    assert engine.waiting == 0
+    engine.submit(request([]))  # its place is free again
+    gate.release.set()
