@@ -1,0 +1,62 @@
+"""Ask a running server a few held-out questions with and without each eraser; print the answers
+side by side. Used by scripts/demo.sh.
+
+    python scripts/side_by_side.py --url http://127.0.0.1:8000 --data runs/demo/data/test.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import textwrap
+from pathlib import Path
+
+import httpx
+
+WIDTH = 60
+
+
+def ask(client: httpx.Client, model: str, prompt: str, erasers: list[str], tokens: int) -> str:
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": prompt}],
+        "erasers": erasers,
+        "temperature": 0,
+        "max_tokens": tokens,
+    }
+    r = client.post("/v1/chat/completions", json=body)
+    r.raise_for_status()
+    return " ".join(r.json()["choices"][0]["message"]["content"].split())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--url", default="http://127.0.0.1:8000")
+    ap.add_argument("--data", type=Path, required=True, help="held-out JSONL (test.jsonl)")
+    ap.add_argument("--per-behavior", type=int, default=2, help="questions per behavior")
+    ap.add_argument("--max-tokens", type=int, default=40)
+    args = ap.parse_args()
+    with httpx.Client(base_url=args.url, timeout=300) as client:
+        model = client.get("/v1/models").json()["data"][0]["id"]
+        erasers = {e["behavior"]: e["name"] for e in client.get("/v1/erasers").json()["data"]}
+        rows = [json.loads(line) for line in args.data.read_text().splitlines() if line.strip()]
+        for behavior, eraser in sorted(erasers.items()):
+            picked = [r for r in rows if r["behavior"] == behavior][: args.per_behavior]
+            picked += [r for r in rows if r["behavior"] == "retain"][:1]
+            print(f"\n=== eraser {eraser} (switches off: {behavior})")
+            for row in picked:
+                prompt = row["messages"][0]["content"]
+                off = ask(client, model, prompt, [], args.max_tokens)
+                on = ask(client, model, prompt, [eraser], args.max_tokens)
+                print(f"\n[{row['behavior']}] {prompt}")
+                labels = ("without", f"with {eraser}")
+                pad = max(map(len, labels))
+                for label, text in zip(labels, (off, on), strict=True):
+                    lines = textwrap.wrap(text, WIDTH) or [""]
+                    print(f"  {label:>{pad}}: {lines[0]}")
+                    for line in lines[1:3]:
+                        print(f"  {'':>{pad}}  {line}")
+
+
+if __name__ == "__main__":
+    main()
