@@ -42,3 +42,63 @@ def test_masks_cover_144k_units_and_all_off_is_base(smollm2):
     masked.masks.fill(-1.0)
     with torch.no_grad():
         assert torch.equal(masked.model(input_ids=ids).logits, want)
+
+
+def test_server_on_smollm2_equals_offline_generation(smollm2, tmp_path):
+    """The real tokenizer (byte-level BPE with spaces, chat template, multi-token EOS handling):
+    served replies, streamed or whole, alone or batched with others, equal offline generation."""
+    import asyncio
+    import json
+    import shutil
+
+    import httpx
+    from server_helpers import chat_body, running_server, served_carrier, sse_events
+
+    from eraser_store import read_eraser
+    from eraser_store.format import CARRIER_FORMAT, CARRIER_MANIFEST
+    from training.checkpoint_io import fingerprint
+
+    model, tok = smollm2
+    carrier = tmp_path / "carrier"  # the base itself, as a carrier with no behaviors yet
+    shutil.copytree(model.name_or_path, carrier)
+    manifest = {"format": CARRIER_FORMAT, "fingerprint": fingerprint(model), "behaviors": []}
+    (carrier / CARRIER_MANIFEST).write_text(json.dumps(manifest))
+    served = served_carrier(carrier, tmp_path / "served")
+    prompts = [
+        "What is the capital of France?",
+        "Write a haiku about rain.",
+        "List three prime numbers, separated by commas.",
+        "Explain in one sentence what a compiler does.",
+    ]
+    sets = [[], ["a"], ["a", "b"]]
+    expected = {}
+    for erasers in sets:
+        prefix = None
+        if erasers:
+            prefix = torch.cat([read_eraser(served.erasers[n]).embeddings for n in erasers])
+        messages = [[{"role": "user", "content": p}] for p in prompts]
+        replies = greedy_generate(model, tok, messages, 24, prefix=prefix)
+        expected |= {(p, "+".join(erasers)): r for p, r in zip(prompts, replies, strict=True)}
+
+    # The erasers (random soft prompts) do change the replies, so their placement is tested.
+    assert any(expected[(p, "")] != expected[(p, "a")] for p in prompts)
+    assert any(expected[(p, "a")] != expected[(p, "a+b")] for p in prompts)
+    with running_server(served, max_batch_size=16) as (url, _):
+
+        async def everything():
+            async with httpx.AsyncClient(base_url=url, timeout=300) as client:
+
+                async def one(p, e):
+                    body = chat_body(served.model_name, p, e, max_tokens=24)
+                    r = await client.post("/v1/chat/completions", json=body)
+                    return (p, "+".join(e)), r.json()["choices"][0]["message"]["content"]
+
+                return await asyncio.gather(*(one(p, e) for p in prompts for e in sets))
+
+        together = dict(asyncio.run(everything()))
+        assert {k: v.strip() for k, v in together.items()} == expected
+        body = chat_body(served.model_name, prompts[1], ["a"], max_tokens=24, stream=True)
+        with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=300) as r:
+            events = sse_events(r)
+        streamed = "".join(e["choices"][0]["delta"].get("content", "") for e in events[:-1])
+        assert streamed == together[(prompts[1], "a")]
