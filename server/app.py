@@ -49,13 +49,15 @@ def create_app(settings: ServerSettings) -> FastAPI:
     app.include_router(routes.router)
     app.include_router(admin.router)
     _add_error_handlers(app, state)
-    app.add_middleware(RequestMetrics, metrics=state.metrics)
     app.add_middleware(
         BodyLimit,
         limit_for_path=lambda path: (
             settings.max_upload_bytes if path.startswith("/admin/") else settings.max_body_bytes
         ),
+        metrics=state.metrics,
     )
+    # Added last, so outermost: it also counts what BodyLimit refuses before routing.
+    app.add_middleware(RequestMetrics, metrics=state.metrics)
     return app
 
 

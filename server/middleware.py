@@ -24,8 +24,8 @@ class BodyTooLarge(errors.APIError):
 class BodyLimit:
     """413 when the Content-Length is over the limit, or as soon as the body grows past it."""
 
-    def __init__(self, app, limit_for_path: Callable[[str], int]):
-        self.app, self.limit_for_path = app, limit_for_path
+    def __init__(self, app, limit_for_path: Callable[[str], int], metrics: Metrics):
+        self.app, self.limit_for_path, self.metrics = app, limit_for_path, metrics
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -33,9 +33,9 @@ class BodyLimit:
         limit = self.limit_for_path(scope["path"])
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and not length.isdigit():
-            return await _send_error(send, errors.bad_request("bad Content-Length header"))
+            return await self._refuse(send, errors.bad_request("bad Content-Length header"))
         if length is not None and int(length) > limit:
-            return await _send_error(send, BodyTooLarge(limit))
+            return await self._refuse(send, BodyTooLarge(limit))
         received = 0
 
         async def limited_receive():
@@ -48,6 +48,11 @@ class BodyLimit:
             return message
 
         await self.app(scope, limited_receive, send)
+
+    async def _refuse(self, send, error: errors.APIError) -> None:
+        """Answer before routing (so the app's error handlers never see it): count it here."""
+        self.metrics.errors.labels(error.type).inc()
+        await error.response()({"type": "http"}, None, send)
 
 
 class RequestMetrics:
@@ -71,8 +76,3 @@ class RequestMetrics:
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
             self.metrics.requests.labels(path, str(status)).inc()
-
-
-async def _send_error(send, error: errors.APIError) -> None:
-    response = error.response()
-    await response({"type": "http"}, None, send)

@@ -404,9 +404,14 @@ def test_the_models_context_bounds_max_tokens(server, model):
 def test_body_size_limit(limited, model):
     url, _ = limited
     body = json.dumps(chat_body(model, "x" * 3000)).encode()
+    refused = metric(url, "sft_eraser_requests_total", route="unmatched", status="413")
+    errors_before = metric(url, "sft_eraser_errors_total", type="invalid_request_error")
     r = httpx.post(url + CHAT, content=body, headers={"content-type": "application/json"})
     assert r.request.headers["content-length"] == str(len(body))
     assert_error(r, 413, type="invalid_request_error", code="request_too_large")
+    # Refused before routing, and still counted.
+    assert metric(url, "sft_eraser_requests_total", route="unmatched", status="413") == refused + 1
+    assert metric(url, "sft_eraser_errors_total", type="invalid_request_error") == errors_before + 1
 
     def chunks():
         for i in range(0, len(body), 500):
