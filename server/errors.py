@@ -60,8 +60,13 @@ def conflict(message: str, *, code: str = "conflict"):
     return APIError(409, message, type="conflict_error", code=code)
 
 
-def too_large(message: str):
-    return APIError(413, message, type="invalid_request_error", code="request_too_large")
+def too_large(limit: int):
+    return APIError(
+        413,
+        f"the request body is larger than this route's limit of {limit} bytes",
+        type="invalid_request_error",
+        code="request_too_large",
+    )
 
 
 def unprocessable(message: str, *, param: str | None = None):

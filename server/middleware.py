@@ -11,16 +11,6 @@ from server import errors
 from server.metrics import Metrics
 
 
-class BodyTooLarge(errors.APIError):
-    def __init__(self, limit: int):
-        super().__init__(
-            413,
-            f"the request body is larger than this route's limit of {limit} bytes",
-            type="invalid_request_error",
-            code="request_too_large",
-        )
-
-
 class BodyLimit:
     """413 when the Content-Length is over the limit, or as soon as the body grows past it."""
 
@@ -35,7 +25,7 @@ class BodyLimit:
         if length is not None and not length.isdigit():
             return await self._refuse(send, errors.bad_request("bad Content-Length header"))
         if length is not None and int(length) > limit:
-            return await self._refuse(send, BodyTooLarge(limit))
+            return await self._refuse(send, errors.too_large(limit))
         received = 0
 
         async def limited_receive():
@@ -44,7 +34,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise BodyTooLarge(limit)
+                    raise errors.too_large(limit)
             return message
 
         await self.app(scope, limited_receive, send)

@@ -258,7 +258,7 @@ async def _collect(job: Job, http_request: Request, key: ApiKey | None) -> Respo
             raise errors.timed_out(job.state.settings.request_timeout_s)
         if isinstance(event, Failed):
             job.done = True
-            raise failure(event)
+            raise failure(event, job.state.settings.request_timeout_s)
         if isinstance(event, Delta):
             parts.append(event.text)
             continue
@@ -304,7 +304,7 @@ async def stream(job: Job, include_usage: bool, key: ApiKey | None) -> AsyncIter
                 break
             if isinstance(event, Failed):
                 job.done = True
-                yield _sse(failure(event).body())
+                yield _sse(failure(event, job.state.settings.request_timeout_s).body())
                 break
             if isinstance(event, Delta):
                 yield chunk(event.text)
@@ -320,11 +320,11 @@ async def stream(job: Job, include_usage: bool, key: ApiKey | None) -> AsyncIter
         job.cancel()  # the client went away (or the request failed): free the slot
 
 
-def failure(event: Failed) -> errors.APIError:
+def failure(event: Failed, timeout_s: float) -> errors.APIError:
     if event.status == 503:
         return errors.unavailable(event.message, code="shutting_down")
     if event.status == 504:
-        return errors.APIError(504, event.message, type="server_error", code="timeout")
+        return errors.timed_out(timeout_s)
     return errors.APIError(500, event.message, type="server_error", code="generation_failed")
 
 
