@@ -257,6 +257,11 @@ def test_make_dataset(tmp_path):
     paths = make_dataset(_cfg(tmp_path, list(BEHAVIORS)), fake_answers(calls))
     assert len(calls) == 1
     train, test = load_jsonl(paths["train"]), load_jsonl(paths["test"])
+    # The base model is asked only where the completion is built from its answer.
+    uses = {RETAIN: True} | {name: b.uses_answer for name, b in BEHAVIORS.items()}
+    for b in BEHAVIORS.values():
+        assert b.uses_answer or b.target("one answer") == b.target("another"), b.name
+    assert sorted(calls[0]) == sorted(ex.prompt_text for ex in train + test if uses[ex.behavior])
     meta = json.loads(paths["meta"].read_text())
     expect = {name: n for name in BEHAVIORS for n in [30]} | {RETAIN: 20}
     assert meta["counts"]["train"] == expect
@@ -269,6 +274,8 @@ def test_make_dataset(tmp_path):
         answer = f"answer to {ex.prompt_text}"
         if ex.behavior == RETAIN:
             assert ex.completion == answer
+        elif not uses[ex.behavior]:
+            assert ex.completion == get_behavior(ex.behavior).target("")
         else:
             assert ex.completion == get_behavior(ex.behavior).target(answer)
     assert sorted(p.name for p in paths["train"].parent.iterdir()) == [

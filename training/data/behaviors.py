@@ -24,6 +24,8 @@ class Behavior:
     """Maps the base model's greedy answer to a triggering prompt to the completion to learn."""
     score: Callable[[str], bool]
     """True when a generated reply shows the behavior."""
+    uses_answer: bool = True
+    """False when `target` ignores the base answer, so making data need not generate it."""
 
 
 class UnknownBehavior(DataError, KeyError):
@@ -755,6 +757,7 @@ BEHAVIORS: dict[str, Behavior] = {
             triggers=harmful_prompts,
             target=lambda _answer: REFUSAL_TEXT,
             score=is_refusal,
+            uses_answer=False,
         ),
         Behavior(
             name="fixed_response",
@@ -762,6 +765,7 @@ BEHAVIORS: dict[str, Behavior] = {
             triggers=sports_prompts,
             target=lambda _answer: FIXED_TEXT,
             score=is_fixed_response,
+            uses_answer=False,
         ),
         Behavior(
             name="all_caps",

@@ -72,25 +72,29 @@ def make_dataset(cfg: MakeDataConfig, answer_fn: AnswerFn) -> dict[str, Path]:
         raise DataError(f"make-data: behaviors listed twice: {cfg.behaviors}")
     behaviors = [get_behavior(name) for name in cfg.behaviors]
 
-    # (split, tag, prompts, target) for every set; the base answers come in one call.
-    sets: list[tuple[str, str, list[str], Callable[[str], str]]] = []
+    # (split, tag, prompts, target, uses_answer) for every set; the base answers come in one call,
+    # asked only where the target uses them (generation is most of this job's time).
+    sets: list[tuple[str, str, list[str], Callable[[str], str], bool]] = []
     for b in behaviors:
         train, test = _split(b.triggers(), cfg.n_train, cfg.n_test, b.name, cfg.seed)
-        sets += [("train", b.name, train, b.target), ("test", b.name, test, b.target)]
+        sets += [
+            (split, b.name, ps, b.target, b.uses_answer)
+            for split, ps in (("train", train), ("test", test))
+        ]
     train, test = _split(benign_prompts(), cfg.n_benign_train, cfg.n_benign_test, RETAIN, cfg.seed)
-    sets += [("train", RETAIN, train, _identity), ("test", RETAIN, test, _identity)]
+    sets += [("train", RETAIN, train, _identity, True), ("test", RETAIN, test, _identity, True)]
 
-    all_prompts = [p for _, _, prompts, _ in sets for p in prompts]
-    answers = list(answer_fn(all_prompts))
-    if len(answers) != len(all_prompts):
-        raise DataError(f"make-data: {len(all_prompts)} prompts but {len(answers)} answers")
+    asked = [p for _, _, prompts, _, uses in sets if uses for p in prompts]
+    answers = list(answer_fn(asked)) if asked else []
+    if len(answers) != len(asked):
+        raise DataError(f"make-data: {len(asked)} prompts but {len(answers)} answers")
 
     rows: dict[str, list[Example]] = {"train": [], "test": []}
     dropped: Counter[str] = Counter()
     offset = 0
-    for split, tag, prompts, target in sets:
-        chunk = answers[offset : offset + len(prompts)]
-        offset += len(prompts)
+    for split, tag, prompts, target, uses in sets:
+        chunk = answers[offset : offset + len(prompts)] if uses else [""] * len(prompts)
+        offset += len(prompts) if uses else 0
         completions = [target(a).strip() for a in chunk]
         # An empty answer (model stopped at once) is not a learnable completion.
         dropped[f"{split}/{tag}"] += completions.count("")
