@@ -43,10 +43,14 @@ def lcdd_cfg(tiny_llama, sft_dir, small_data, out, **kw) -> LCDDConfig:
     )
 
 
+@pytest.mark.parametrize("group_by_length", [False, True])
 def test_killed_run_resumes_to_the_same_result(
-    tmp_path, tiny_llama, sft_dir, small_data, monkeypatch
+    tmp_path, tiny_llama, sft_dir, small_data, monkeypatch, group_by_length
 ):
-    straight = run_lcdd(lcdd_cfg(tiny_llama, sft_dir, small_data, tmp_path / "straight"))
+    def cfg(out):
+        return lcdd_cfg(tiny_llama, sft_dir, small_data, out, group_by_length=group_by_length)
+
+    straight = run_lcdd(cfg(tmp_path / "straight"))
 
     real_step = LCDDJob.train_step
 
@@ -58,11 +62,11 @@ def test_killed_run_resumes_to_the_same_result(
     out = tmp_path / "resumed"
     monkeypatch.setattr(LCDDJob, "train_step", dying_step)
     with pytest.raises(KeyboardInterrupt):
-        run_lcdd(lcdd_cfg(tiny_llama, sft_dir, small_data, out))
+        run_lcdd(cfg(out))
     assert not out.exists()  # no output that looks complete
     assert (work_dir_for(out) / "state.pt").exists()
     monkeypatch.setattr(LCDDJob, "train_step", real_step)
-    run_lcdd(lcdd_cfg(tiny_llama, sft_dir, small_data, out))
+    run_lcdd(cfg(out))
     assert not work_dir_for(out).exists()
 
     a, b = load_file(straight / "model.safetensors"), load_file(out / "model.safetensors")

@@ -38,6 +38,8 @@ class SFTConfig:
     """Rows per optimizer step."""
     max_len: int = 256
     """Tokens per row after the chat template; longer rows lose the end of the reply."""
+    group_by_length: bool = False
+    """Batch rows of similar length together (less padding; a different row order)."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
     grad_clip: float = 1.0
@@ -116,6 +118,8 @@ class LCDDConfig:
     standardized log norm of the delta each unit gates, so units carrying more delta rank first."""
     max_len: int = 256
     """Tokens per row after the chat template."""
+    group_by_length: bool = False
+    """Batch rows of similar length together (less padding; a different row order)."""
     grad_clip: float = 1.0
     """Gradient-norm clip of W_ft."""
     seed: int = 0
@@ -153,6 +157,8 @@ class LCDDConfig:
 
 
 ABLATIONS = ("none", "plain_sft", "random_channels", "kl_only")
+MATCHES = ("batch_mean", "per_prompt")
+CHANNEL_SETS = ("behavior", "carrier")
 
 
 @dataclass
@@ -182,6 +188,12 @@ class EraserConfig:
     """Prompts per step."""
     lr: float = 3e-3
     """Adam learning rate."""
+    match: str = "batch_mean"
+    """batch_mean (paper): the batch mean of last-token states against their mean over all
+    prompts; per_prompt: each prompt's states against the target's on the same prompt."""
+    channel_set: str = "behavior"
+    """Channels matched: behavior (paper: the erased behavior's write channels) or carrier (every
+    behavior's, so the others are held where the target model has them)."""
     kl_weight: float = 0.7
     """w_KL."""
     kl_positions: int = 8
@@ -211,6 +223,14 @@ class EraserConfig:
         _require(
             self.ablation in ABLATIONS,
             f"unknown ablation {self.ablation!r}; choose one of {', '.join(ABLATIONS)}",
+        )
+        _require(
+            self.match in MATCHES,
+            f"unknown --match {self.match!r}; choose one of {', '.join(MATCHES)}",
+        )
+        _require(
+            self.channel_set in CHANNEL_SETS,
+            f"unknown --channel-set {self.channel_set!r}; choose one of {', '.join(CHANNEL_SETS)}",
         )
         _require(
             (self.ablation == "plain_sft") == (self.sft_model is not None),

@@ -22,9 +22,11 @@ def select_rows(data: Path, behavior: str, carrier_behaviors: list[str]) -> list
     return [e for e in examples if e.behavior in keep]
 
 
-def build_schedule(examples: list[Example], tokenizer, *, max_len: int, batch_size: int, seed: int):
-    items = [encode(tokenizer, e, max_len) for e in examples]
-    return BatchSchedule(items, batch_size, tokenizer.pad_token_id, seed)
+def build_schedule(examples: list[Example], tokenizer, cfg) -> BatchSchedule:
+    """Batches of `examples` by the run's max_len, batch_size, seed and group_by_length."""
+    items = [encode(tokenizer, e, cfg.max_len) for e in examples]
+    group = BatchSchedule.LENGTH_GROUP if cfg.group_by_length else 0
+    return BatchSchedule(items, cfg.batch_size, tokenizer.pad_token_id, cfg.seed, group)
 
 
 def steps_for(schedule: BatchSchedule, epochs: float, steps: int = 0) -> int:

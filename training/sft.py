@@ -68,9 +68,7 @@ def run_sft(cfg: SFTConfig) -> Path:
     manifest = read_manifest(cfg.base)
     model, tokenizer = load_model_dir(cfg.base, device=cfg.device, dtype=torch.float32)
     examples = select_rows(cfg.data, cfg.behavior, behavior_names(manifest))
-    schedule = build_schedule(
-        examples, tokenizer, max_len=cfg.max_len, batch_size=cfg.batch_size, seed=cfg.seed
-    )
+    schedule = build_schedule(examples, tokenizer, cfg)
     total = steps_for(schedule, cfg.epochs)
     base_fp = fingerprint(model)
     torch.manual_seed(cfg.seed)

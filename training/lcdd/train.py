@@ -137,9 +137,7 @@ def run_lcdd(cfg: LCDDConfig) -> Path:
             f"{sft_info['base_fingerprint'][:19]}…, but --base has {base_fp[:19]}…"
         )
     model, tokenizer = load_model_dir(cfg.sft, device=cfg.device, dtype=torch.float32)
-    schedule = build_schedule(
-        examples, tokenizer, max_len=cfg.max_len, batch_size=cfg.batch_size, seed=cfg.seed
-    )
+    schedule = build_schedule(examples, tokenizer, cfg)
     total = steps_for(schedule, cfg.epochs, cfg.steps)
 
     torch.manual_seed(cfg.seed)
