@@ -125,3 +125,49 @@ def test_eraser_run_resumes(fixed_response_carrier, tmp_path, monkeypatch):
     monkeypatch.setattr(EraserJob, "train_step", real_step)
     resumed = read_eraser(run_eraser(eraser_cfg(run, tmp_path / "b", steps=6, save_every=2)))
     assert resumed.embeddings.equal(straight.embeddings)
+
+
+def test_per_prompt_matching_sees_what_the_batch_mean_hides():
+    import torch
+
+    from training.eraser.objective import EraserLoss
+
+    # Two prompts whose errors cancel in the batch mean: the paper's batch-mean match calls this
+    # a perfect eraser; the per-prompt match does not.
+    target = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    states = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+
+    def loss(per_prompt: bool) -> float:
+        fn = EraserLoss(
+            [], kl_weight=0, norm_weight=0, match_activations=True, per_prompt=per_prompt
+        )
+        return fn._mse(states, target, [0, 1]).item()
+
+    assert loss(per_prompt=False) == 0.0
+    assert loss(per_prompt=True) == 1.0
+
+
+def test_carrier_channel_set_is_the_union_over_behaviors():
+    from training.eraser.train import union_channels
+
+    a = [[0, 3], [], [5]]
+    b = [[3, 1], [2], []]
+    assert union_channels([a, b]) == [[0, 1, 3], [2], [5]]
+    with pytest.raises(ValueError):
+        union_channels([a, b[:2]])
+
+
+@pytest.mark.parametrize(
+    "field, value", [("match", "mean"), ("channel_set", "all"), ("ablation", "nope")]
+)
+def test_eraser_config_refuses_unknown_choices(tmp_path, field, value):
+    from training.configs import ConfigError
+
+    with pytest.raises(ConfigError, match=value):
+        EraserConfig(
+            carrier=tmp_path,
+            behavior="b",
+            data=tmp_path / "d",
+            out=tmp_path / "o",
+            **{field: value},
+        )

@@ -1,6 +1,7 @@
 """The SFT-Eraser objective (DESIGN.md section 4) on a frozen model with a trainable soft prompt.
 
-loss = mean_l MSE(mean_batch h_l([P; x])[C_l], mean_D h_l^target(x)[C_l])
+loss = mean_l MSE(mean_batch h_l([P; x])[C_l], mean_D h_l^target(x)[C_l])   (match="batch_mean")
+     | mean_l MSE(h_l([P; x])[C_l], h_l^target(x)[C_l]) per prompt          (match="per_prompt")
      + w_KL · mean over the last k prompt positions of KL(p_target(·|x) ‖ p(·|[P; x]))
      + w_2 · mean_j ‖P_j‖²
 """
@@ -52,22 +53,19 @@ def forward(model, input_ids, attention_mask, prefix=None):
 class TargetStats:
     """What the eraser is matched against, computed once from the target model."""
 
-    means: list[torch.Tensor]  # per layer: mean over all prompts of h_l at the last token (d,)
+    states: list[torch.Tensor]  # per layer: h_l at the last token of every prompt (prompts, d)
     log_probs: torch.Tensor  # (prompts, k, vocab): target log-probs at the last k positions
 
 
 @torch.no_grad()
 def target_stats(target, batches, k: int) -> TargetStats:
-    sums, count, log_probs = None, 0, []
+    per_batch, log_probs = [], []
     for input_ids, attention_mask in batches:
         logits, states = forward(target, input_ids, attention_mask)
         log_probs.append(F.log_softmax(logits[:, -k:].float(), -1).cpu())
-        batch_sums = [s.float().sum(0) for s in states]
-        sums = (
-            batch_sums if sums is None else [a + b for a, b in zip(sums, batch_sums, strict=True)]
-        )
-        count += input_ids.shape[0]
-    return TargetStats([s / count for s in sums], torch.cat(log_probs))
+        per_batch.append([s.float().cpu() for s in states])
+    states = [torch.cat(layer) for layer in zip(*per_batch, strict=True)]
+    return TargetStats(states, torch.cat(log_probs))
 
 
 @dataclass
@@ -76,6 +74,7 @@ class EraserLoss:
     kl_weight: float
     norm_weight: float
     match_activations: bool  # False: the KL-only ablation
+    per_prompt: bool  # match each prompt's states, not the batch mean against the data mean
 
     def __call__(self, model, prefix, input_ids, attention_mask, stats: TargetStats, rows) -> dict:
         logits, states = forward(model, input_ids, attention_mask, prefix)
@@ -87,11 +86,16 @@ class EraserLoss:
         act = torch.zeros((), device=device)
         if self.match_activations:
             terms = [
-                F.mse_loss(h[:, c.to(device)].float().mean(0), mean[c].to(device))
-                for h, mean, c in zip(states, stats.means, self.channels, strict=True)
+                self._mse(h[:, c.to(device)].float(), target[:, c].to(device), rows)
+                for h, target, c in zip(states, stats.states, self.channels, strict=True)
                 if c.numel()
             ]
             act = torch.stack(terms).mean()
         norm = prefix.pow(2).sum(-1).mean()
         total = act + self.kl_weight * kl + self.norm_weight * norm
         return {"loss": total, "act": act.detach(), "kl": kl.detach(), "norm": norm.detach()}
+
+    def _mse(self, states: torch.Tensor, target: torch.Tensor, rows) -> torch.Tensor:
+        if self.per_prompt:
+            return F.mse_loss(states, target[rows])
+        return F.mse_loss(states.mean(0), target.mean(0))

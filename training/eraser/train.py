@@ -42,6 +42,11 @@ def pick_prompts(data: Path, behavior: str, limit: int, seed: int) -> list:
     return picked
 
 
+def union_channels(per_behavior) -> list[list[int]]:
+    """Per layer, the sorted union of several behaviors' channel lists."""
+    return [sorted(set().union(*layer)) for layer in zip(*per_behavior, strict=True)]
+
+
 def random_channels_like(channels: list[list[int]], hidden: int, seed: int) -> list[list[int]]:
     gen = torch.Generator().manual_seed(seed)
     return [sorted(torch.randperm(hidden, generator=gen)[: len(c)].tolist()) for c in channels]
@@ -121,6 +126,8 @@ def run_eraser(cfg: EraserConfig) -> Path:
         raise ModelDirError(f"{cfg.sft_model} and {cfg.carrier} differ in hidden size")
 
     channels = entry["eraser_channels"]
+    if cfg.channel_set == "carrier":
+        channels = union_channels(b["eraser_channels"] for b in manifest["behaviors"])
     if cfg.ablation == "random_channels":
         channels = random_channels_like(channels, hidden, cfg.seed)
     encoded = [chat_prompt_ids(tokenizer, m)[-cfg.max_len :] for m in prompts]
@@ -143,6 +150,7 @@ def run_eraser(cfg: EraserConfig) -> Path:
         kl_weight=cfg.kl_weight,
         norm_weight=cfg.norm_weight,
         match_activations=cfg.ablation != "kl_only",
+        per_prompt=cfg.match == "per_prompt",
     )
     cfg_for_job = dataclasses.replace(cfg, max_norm=max_norm)
     job = EraserJob(model.eval(), prefix, loss_fn, stats, encoded, pad_id, cfg_for_job)
