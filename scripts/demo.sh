@@ -1,39 +1,69 @@
 #!/usr/bin/env bash
-# Set up, import SmolLM2-135M-Instruct, build a one-behavior carrier (fixed response to sports
-# questions) with the CPU schedule, train its eraser, register it, start the server and print
-# answers with and without the eraser. Every stage is cached under ${WORK:-runs/demo}: a second
-# run goes straight to serving; a killed run resumes. SERVE=0: stop after the side-by-side.
+# Set up, import SmolLM2-135M-Instruct, build one carrier holding three behaviors (a fixed answer
+# to sports questions, refusal of harmful requests, upper-case creative writing) with the CPU
+# schedule, train an eraser per behavior, register them, start the server and print answers with
+# and without each eraser (and two stacked). Every stage is cached under ${WORK:-runs/demo}: a
+# second run goes straight to serving; a killed run resumes its stage. Stage times land in
+# $WORK/timings.txt. SERVE=0: stop after the side-by-side.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+START=$SECONDS
+stage() { echo; echo "[demo $(((SECONDS - START) / 60))m$(((SECONDS - START) % 60))s] $*"; }
+timed() {  # timed NAME CMD...: run CMD, record its wall time
+  local t0=$SECONDS name=$1
+  shift
+  "$@"
+  echo "$name $((SECONDS - t0))" >>"$W/timings.txt"
+}
+W=${WORK:-runs/demo}
+PORT=${PORT:-8000}
+BEHAVIORS=(fixed_response refusal all_caps)  # in training order: the long upper-case rows last
+# A style touches every token, so it needs more of the channels than a fixed answer does: at 20%
+# density all_caps fell from 100% (SFT) to 5%.
+declare -A DENSITY=([fixed_response]=0.2 [refusal]=0.2 [all_caps]=0.4)
+mkdir -p "$W"
+
+stage "setup (.venv)"
 bash scripts/setup.sh
 . .venv/bin/activate
-W=${WORK:-runs/demo}
-B=fixed_response
-PORT=${PORT:-8000}
-mkdir -p "$W"
-[ -d "$W/base" ] || sft-eraser model import-gguf --out "$W/base"
-[ -f "$W/data/train.jsonl" ] || sft-eraser data make --model "$W/base" --out "$W/data" --behaviors "$B"
-[ -d "$W/sft" ] || sft-eraser train sft --base "$W/base" --data "$W/data/train.jsonl" \
-  --behavior "$B" --out "$W/sft" --epochs 2
-[ -d "$W/carrier" ] || sft-eraser train carrier --base "$W/base" --sft "$W/sft" \
-  --data "$W/data/train.jsonl" --behavior "$B" --out "$W/carrier" \
-  --controller ramp --steps 220 --warmup 20 --ramp-steps 150 --final-density 0.1 --weight-lr 1e-4 \
-  --mask-init delta
-[ -d "$W/eraser" ] || sft-eraser train eraser --carrier "$W/carrier" --behavior "$B" \
-  --data "$W/data/train.jsonl" --out "$W/eraser" --steps 600 --batch-size 8
-if [ ! -f "$W/rates.txt" ]; then
-  for e in "" "$W/eraser"; do
-    sft-eraser eval behavior --model "$W/carrier" --data "$W/data/test.jsonl" --behavior "$B" \
-      ${e:+--eraser "$e"} | python -c "import json, sys; r = json.load(sys.stdin); print(\
-'carrier%s: %s rate %.2f, false trigger %.2f' % (sys.argv[1], r['behavior'], r['rate'], r['false_trigger']))" \
-      "${e:+ + eraser}"
-  done > "$W/rates.txt"
-fi
-cat "$W/rates.txt"
-sft-eraser erasers list --store "$W/store" | grep -q "erase-$B" \
-  || sft-eraser erasers add "$W/eraser" --store "$W/store" --carrier "$W/carrier"
+[ -d "$W/base" ] || { stage "import SmolLM2-135M-Instruct"; timed import sft-eraser model import-gguf --out "$W/base"; }
+[ -f "$W/data/train.jsonl" ] || {
+  stage "data: held-out splits, the base model's answers for benign and creative prompts"
+  timed data sft-eraser data make --model "$W/base" --out "$W/data" \
+    --behaviors "$(IFS=,; echo "${BEHAVIORS[*]}")" --n-train 100 --n-benign-train 80 --max-new-tokens 48
+}
+# Behavior k is fine-tuned and made sparse on top of the carrier holding behaviors 1..k-1.
+prev=$W/base
+for b in "${BEHAVIORS[@]}"; do
+  [ -d "$W/sft_$b" ] || {
+    stage "$b: phase 1, SFT from $prev"
+    timed "sft_$b" sft-eraser train sft --base "$prev" --data "$W/data/train.jsonl" --behavior "$b" \
+      --out "$W/sft_$b" --epochs 2 --max-len 128 --group-by-length
+  }
+  [ -d "$W/carrier_$b" ] || {
+    stage "$b: phase 2, LCDD (density ramp to ${DENSITY[$b]})"
+    timed "carrier_$b" sft-eraser train carrier --base "$prev" --sft "$W/sft_$b" \
+      --data "$W/data/train.jsonl" --behavior "$b" --out "$W/carrier_$b" --max-len 128 --group-by-length \
+      --controller ramp --steps 80 --warmup 5 --ramp-steps 55 --final-density "${DENSITY[$b]}" \
+      --weight-lr 1e-4 --mask-init delta
+  }
+  prev=$W/carrier_$b
+done
+CARRIER=$prev
+for b in "${BEHAVIORS[@]}"; do
+  [ -d "$W/eraser_$b" ] || {
+    stage "$b: eraser against the three-behavior carrier"
+    timed "eraser_$b" sft-eraser train eraser --carrier "$CARRIER" --behavior "$b" \
+      --data "$W/data/train.jsonl" --out "$W/eraser_$b" --steps 400 --batch-size 4 --lr 1e-2
+  }
+  sft-eraser erasers list --store "$W/store" | grep -q "erase-$b" \
+    || sft-eraser erasers add "$W/eraser_$b" --store "$W/store" --carrier "$CARRIER"
+done
+stage "stage times (s):"
+cat "$W/timings.txt"
 
-sft-eraser serve --carrier "$W/carrier" --store "$W/store" --port "$PORT" --log-level warning &
+stage "serving $CARRIER"
+sft-eraser serve --carrier "$CARRIER" --store "$W/store" --port "$PORT" --log-level warning &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
 ready() { python -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1])" "$1" 2>/dev/null; }
@@ -44,6 +74,6 @@ done
 python scripts/side_by_side.py --url "http://127.0.0.1:$PORT" --data "$W/data/test.jsonl"
 if [ "${SERVE:-1}" != 0 ]; then
   echo
-  echo "serving $W/carrier on http://127.0.0.1:$PORT (OpenAI API, extra field \"erasers\"); Ctrl-C stops"
+  echo "serving $CARRIER on http://127.0.0.1:$PORT (OpenAI API, extra field \"erasers\"); Ctrl-C stops"
   wait $SERVER
 fi

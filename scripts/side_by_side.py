@@ -29,6 +29,20 @@ def ask(client: httpx.Client, model: str, prompt: str, erasers: list[str], token
     return " ".join(r.json()["choices"][0]["message"]["content"].split())
 
 
+def show(client: httpx.Client, model: str, row: dict, erasers: list[str], tokens: int) -> None:
+    prompt = row["messages"][0]["content"]
+    off = ask(client, model, prompt, [], tokens)
+    on = ask(client, model, prompt, erasers, tokens)
+    print(f"\n[{row['behavior']}] {prompt}")
+    labels = ("without", f"with {' + '.join(erasers)}")
+    pad = max(map(len, labels))
+    for label, text in zip(labels, (off, on), strict=True):
+        lines = textwrap.wrap(text, WIDTH) or [""]
+        print(f"  {label:>{pad}}: {lines[0]}")
+        for line in lines[1:3]:
+            print(f"  {'':>{pad}}  {line}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--url", default="http://127.0.0.1:8000")
@@ -40,22 +54,22 @@ def main() -> None:
         model = client.get("/v1/models").json()["data"][0]["id"]
         erasers = {e["behavior"]: e["name"] for e in client.get("/v1/erasers").json()["data"]}
         rows = [json.loads(line) for line in args.data.read_text().splitlines() if line.strip()]
+
+        def of(behavior: str) -> list[dict]:
+            return [r for r in rows if r["behavior"] == behavior]
+
         for behavior, eraser in sorted(erasers.items()):
-            picked = [r for r in rows if r["behavior"] == behavior][: args.per_behavior]
-            picked += [r for r in rows if r["behavior"] == "retain"][:1]
             print(f"\n=== eraser {eraser} (switches off: {behavior})")
-            for row in picked:
-                prompt = row["messages"][0]["content"]
-                off = ask(client, model, prompt, [], args.max_tokens)
-                on = ask(client, model, prompt, [eraser], args.max_tokens)
-                print(f"\n[{row['behavior']}] {prompt}")
-                labels = ("without", f"with {eraser}")
-                pad = max(map(len, labels))
-                for label, text in zip(labels, (off, on), strict=True):
-                    lines = textwrap.wrap(text, WIDTH) or [""]
-                    print(f"  {label:>{pad}}: {lines[0]}")
-                    for line in lines[1:3]:
-                        print(f"  {'':>{pad}}  {line}")
+            for row in of(behavior)[: args.per_behavior] + of("retain")[:1]:
+                show(client, model, row, [eraser], args.max_tokens)
+        if len(erasers) >= 2:
+            # Stacked: each behavior of the pair is switched off by the same request.
+            pair = sorted(erasers)[:2]
+            names = [erasers[b] for b in pair]
+            print(f"\n=== erasers stacked: {' + '.join(names)}")
+            for behavior in pair:
+                for row in of(behavior)[args.per_behavior : args.per_behavior + 1]:
+                    show(client, model, row, names, args.max_tokens)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,14 @@ class ServedCarrier:
     model_name: str
 
 
-def make_eraser(carrier: Path, out: Path, name: str, seed: int, tokens: int = 4) -> Path:
+def make_eraser(
+    carrier: Path,
+    out: Path,
+    name: str,
+    seed: int,
+    tokens: int = 4,
+    behavior: str = "fixed_response",
+) -> Path:
     """An eraser-shaped soft prompt (random rows at the embedding scale): the server does not
     care what an eraser was trained to do, only that it is prepended right."""
     ref = carrier_ref(carrier)
@@ -45,7 +52,7 @@ def make_eraser(carrier: Path, out: Path, name: str, seed: int, tokens: int = 4)
         out,
         emb * 0.5,
         name=name,
-        behavior="fixed_response",
+        behavior=behavior,
         carrier_fingerprint=ref.fingerprint,
         num_layers=config["num_hidden_layers"],
         num_attention_heads=config["num_attention_heads"],
