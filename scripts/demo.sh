@@ -27,6 +27,12 @@ stage "setup (.venv)"
 bash scripts/setup.sh
 . .venv/bin/activate
 [ -d "$W/base" ] || { stage "import SmolLM2-135M-Instruct"; timed import sft-eraser model import-gguf --out "$W/base"; }
+# A work directory of another demo (the earlier one-behavior one) would mix its stages into this one.
+if [ -f "$W/data/meta.json" ] && ! python -c "import json, sys; sys.exit(list(json.load(open(sys.argv[1]))\
+['behaviors']) != sys.argv[2].split(','))" "$W/data/meta.json" "$(IFS=,; echo "${BEHAVIORS[*]}")"; then
+  echo "$W holds another demo's data (not ${BEHAVIORS[*]}); pass WORK=<new dir> or remove it" >&2
+  exit 2
+fi
 [ -f "$W/data/train.jsonl" ] || {
   stage "data: held-out splits, the base model's answers for benign and creative prompts"
   timed data sft-eraser data make --model "$W/base" --out "$W/data" \
