@@ -3,6 +3,8 @@ prompts, leaves benign answers alone, and beats the same optimization on the pla
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from eraser_store import EraserRefused, EraserStore, carrier_ref, read_eraser
@@ -130,21 +132,14 @@ def test_eraser_run_resumes(fixed_response_carrier, tmp_path, monkeypatch):
 def test_per_prompt_matching_sees_what_the_batch_mean_hides():
     import torch
 
-    from training.eraser.objective import EraserLoss
+    from training.eraser.objective import mse
 
     # Two prompts whose errors cancel in the batch mean: the paper's batch-mean match calls this
     # a perfect eraser; the per-prompt match does not.
     target = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     states = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
-
-    def loss(per_prompt: bool) -> float:
-        fn = EraserLoss(
-            [], kl_weight=0, norm_weight=0, match_activations=True, per_prompt=per_prompt
-        )
-        return fn._mse(states, target, [0, 1]).item()
-
-    assert loss(per_prompt=False) == 0.0
-    assert loss(per_prompt=True) == 1.0
+    assert mse(states, target, [0, 1], per_prompt=False) == 0.0
+    assert mse(states, target, [0, 1], per_prompt=True) == 1.0
 
 
 def test_carrier_channel_set_is_the_union_over_behaviors():
@@ -157,8 +152,24 @@ def test_carrier_channel_set_is_the_union_over_behaviors():
         union_channels([a, b[:2]])
 
 
+def test_held_channels_are_the_other_behaviors_minus_the_matched_ones():
+    from training.eraser.train import other_behaviors_channels
+
+    manifest = {
+        "behaviors": [
+            {"name": "a", "eraser_channels": [[0, 3], [1]]},
+            {"name": "b", "eraser_channels": [[3, 4], [2]]},
+            {"name": "c", "eraser_channels": [[5], []]},
+        ]
+    }
+    assert other_behaviors_channels(manifest, "a", [[0, 3], [1]]) == [[4, 5], [2]]
+    only = {"behaviors": manifest["behaviors"][:1]}
+    assert other_behaviors_channels(only, "a", [[0, 3], [1]]) == [[], []]
+
+
 @pytest.mark.parametrize(
-    "field, value", [("match", "mean"), ("channel_set", "all"), ("ablation", "nope")]
+    "field, value",
+    [("match", "mean"), ("channel_set", "all"), ("ablation", "nope"), ("kl_on", "end")],
 )
 def test_eraser_config_refuses_unknown_choices(tmp_path, field, value):
     from training.configs import ConfigError
@@ -171,3 +182,75 @@ def test_eraser_config_refuses_unknown_choices(tmp_path, field, value):
             out=tmp_path / "o",
             **{field: value},
         )
+
+
+def reply_stats(run, reply_tokens=6):
+    from eraser_store.prompting import chat_prompt_ids
+    from training.carrier import load_without
+    from training.data.generation import left_pad
+    from training.eraser.objective import target_stats
+    from training.eraser.train import pick_prompts, with_target_replies
+
+    target, tok = load_without(run.carrier, "fixed_response", device="cpu")
+    prompts = pick_prompts(run.data / "train.jsonl", "fixed_response", 8, seed=0)
+    encoded = [chat_prompt_ids(tok, m) for m in prompts]
+    rows, kl_mask = with_target_replies(target, tok, encoded, reply_tokens)
+    stats = target_stats(target, [left_pad(rows, tok.pad_token_id)], kl_mask, reply_tokens)
+    return target, tok, encoded, rows, stats
+
+
+def test_target_replies_are_padded_and_masked(monkeypatch):
+    import types
+
+    from training.eraser import train
+
+    tok = types.SimpleNamespace(pad_token_id=0, eos_token_id=2)
+    monkeypatch.setattr(train, "greedy_reply_ids", lambda *a, **k: [[5, 2], [6, 7, 8, 9]])
+    rows, kl_mask = train.with_target_replies(None, tok, [[1, 1], [1]], reply_tokens=4)
+    assert rows == [[1, 1, 5, 2, 0, 0], [1, 6, 7, 8, 9]]
+    assert kl_mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1]]
+
+
+def test_reply_kl_positions_predict_the_target_reply(fixed_response_carrier):
+    _, _, encoded, rows, stats = reply_stats(fixed_response_carrier)
+    # Teacher-forced on its own greedy reply, the target's argmax at each counted KL position is
+    # the next reply token: the window is aligned with the reply, not shifted by one.
+    predicted = stats.log_probs.argmax(-1)
+    for i, (prompt, row) in enumerate(zip(encoded, rows, strict=True)):
+        counted = int(stats.kl_mask[i].sum())
+        assert predicted[i, :counted].tolist() == row[len(prompt) :][:counted]
+
+
+def test_reply_kl_ignores_masked_positions(fixed_response_carrier):
+    import torch
+
+    from training.data.generation import left_pad
+    from training.eraser.objective import EraserLoss
+
+    target, tok, _, rows, stats = reply_stats(fixed_response_carrier)
+    loss_fn = EraserLoss([], kl_weight=1, norm_weight=0, match_activations=False, per_prompt=False)
+    prefix = torch.randn(3, target.config.hidden_size) * 0.1
+    every_row = list(range(len(rows)))
+
+    def kl(batch_rows):
+        ids, mask = left_pad(batch_rows, tok.pad_token_id)
+        return loss_fn(target, prefix, ids, mask, stats, every_row)["kl"]
+
+    # As if the first rows' replies were one token shorter: the last KL position (the logits that
+    # read the second-to-last reply token) no longer counts, so changing that token changes nothing.
+    stats.kl_mask[:4, -1] = 0
+    changed = [list(r) for r in rows]
+    for row in changed[:4]:
+        row[-2] = (row[-2] + 7) % tok.vocab_size
+    assert torch.allclose(kl(rows), kl(changed), atol=1e-6)
+    changed[5][-2] = (changed[5][-2] + 7) % tok.vocab_size
+    assert not torch.allclose(kl(rows), kl(changed), atol=1e-6)
+    assert kl(rows) > 0  # the prefix moves the model away from its own distribution
+
+
+def test_reply_kl_eraser_run(fixed_response_carrier, tmp_path):
+    cfg = eraser_cfg(fixed_response_carrier, tmp_path / "e", steps=3, kl_on="reply", reply_tokens=5)
+    training = read_eraser(run_eraser(dataclasses.replace(cfg, hold_others=True))).meta.training
+    assert training["kl_positions"] == 5 and training["config"]["kl_on"] == "reply"
+    # a one-behavior carrier has no other behavior to hold
+    assert training["final"]["hold"] == 0 and training["final"]["act"] > 0

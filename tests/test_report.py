@@ -116,6 +116,14 @@ def test_matrix_uses_the_same_decoding_as_eval_behavior(fixed_response_carrier, 
     assert rows["none"]["false_trigger"]["fixed_response"] == plain["false_trigger"]
     assert rows["fixed_response"]["rate"]["fixed_response"] < plain["rate"]
 
+    # one behavior: the target model is exactly the base model, so its row is the base's rates
+    (target,) = r["targets"]
+    base, base_tok = load_model_dir(run.base, device="cpu")
+    at_base = rate_report(base, base_tok, test, "fixed_response", max_new_tokens=MAX_NEW)
+    assert target["without"] == "fixed_response"
+    assert target["rate"]["fixed_response"] == at_base["rate"] < plain["rate"]
+    assert target["false_trigger"]["fixed_response"] == at_base["false_trigger"]
+
 
 def test_kl_triple(report):
     kl = report[1]["kl"]["fixed_response"]
@@ -207,6 +215,10 @@ def test_two_behavior_report_renders(tmp_path):
         "behaviors": ["a", "b"],
         "counts": {"triggering": {"a": 2, "b": 2}, "benign": 2},
         "matrix": matrix,
+        "targets": [
+            {"erasers": f"target without {b}", "without": b, "rate": rates, "false_trigger": rates}
+            for b in "ab"
+        ],
         "kl": {
             "a": {
                 "replies_from": "sft",
@@ -240,6 +252,7 @@ def test_two_behavior_report_renders(tmp_path):
     }
     md = render_markdown(report)
     assert "| a+b | 0.500 | 0.250 | 0.500 | 0.250 |" in md
+    assert "| target without b | 0.500 | 0.250 | 0.500 | 0.250 |" in md
     assert "| carrier + a+b | 2.500 | 1.000 | 0.500 |" in md
     assert "No `--sft` model for b" in md and "1.00e-04" in md and "x \\| y" in md
     assert "## 5. Ablations" not in md

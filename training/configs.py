@@ -159,6 +159,7 @@ class LCDDConfig:
 ABLATIONS = ("none", "plain_sft", "random_channels", "kl_only")
 MATCHES = ("batch_mean", "per_prompt")
 CHANNEL_SETS = ("behavior", "carrier")
+KL_ON = ("prompt", "reply")
 
 
 @dataclass
@@ -194,10 +195,19 @@ class EraserConfig:
     channel_set: str = "behavior"
     """Channels matched: behavior (paper: the erased behavior's write channels) or carrier (every
     behavior's, so the others are held where the target model has them)."""
+    hold_others: bool = False
+    """Add a per-prompt term holding the carrier's other behaviors' channels (those not in the
+    matched set) where the target model has them, so erasing one behavior does not move another."""
     kl_weight: float = 0.7
     """w_KL."""
+    kl_on: str = "prompt"
+    """prompt (paper): KL on the last --kl-positions prompt positions; reply: KL on the target
+    model's own greedy reply (first --reply-tokens tokens, teacher-forced), so the eraser must
+    reproduce the target's answers, benign ones included, not only their first token."""
     kl_positions: int = 8
-    """k: the KL term covers the last k prompt positions."""
+    """k: the KL term covers the last k prompt positions (--kl-on prompt)."""
+    reply_tokens: int = 16
+    """Target reply tokens the KL term covers (--kl-on reply)."""
     norm_weight: float = 0.1
     """w_2, weight of mean_j ‖P_j‖²."""
     max_norm: float = 0.0
@@ -233,6 +243,10 @@ class EraserConfig:
             f"unknown --channel-set {self.channel_set!r}; choose one of {', '.join(CHANNEL_SETS)}",
         )
         _require(
+            self.kl_on in KL_ON,
+            f"unknown --kl-on {self.kl_on!r}; choose one of {', '.join(KL_ON)}",
+        )
+        _require(
             (self.ablation == "plain_sft") == (self.sft_model is not None),
             "--sft-model is needed for --ablation plain_sft, and only there",
         )
@@ -240,4 +254,5 @@ class EraserConfig:
         _require(self.steps >= 1, f"--steps must be >= 1, got {self.steps}")
         _require(self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}")
         _require(self.kl_positions >= 1, f"--kl-positions must be >= 1, got {self.kl_positions}")
+        _require(self.reply_tokens >= 1, f"--reply-tokens must be >= 1, got {self.reply_tokens}")
         _require(self.max_prompts >= 2, f"--max-prompts must be >= 2, got {self.max_prompts}")

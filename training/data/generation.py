@@ -34,7 +34,6 @@ def prompt_inputs(model, input_ids, attention_mask, prefix: torch.Tensor | None)
     return {"inputs_embeds": inputs_embeds, "attention_mask": mask.to(attention_mask.dtype)}
 
 
-@torch.no_grad()
 def greedy_generate(
     model,
     tokenizer,
@@ -50,12 +49,27 @@ def greedy_generate(
     each prompt; generate() derives positions from the attention mask, so padding never shifts them.
     """
     encoded = [chat_prompt_ids(tokenizer, p) for p in prompts]
+    ids = greedy_reply_ids(model, tokenizer, encoded, max_new_tokens, batch_size, progress, prefix)
+    return [t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True)]
+
+
+@torch.no_grad()
+def greedy_reply_ids(
+    model,
+    tokenizer,
+    encoded: list[list[int]],
+    max_new_tokens: int,
+    batch_size: int = 16,
+    progress: bool = False,
+    prefix: torch.Tensor | None = None,
+) -> list[list[int]]:
+    """Greedy reply tokens to tokenized prompts, each cut after its first end-of-sequence token."""
     pad_id = tokenizer.pad_token_id
     if pad_id is None:  # many chat tokenizers ship without a pad token
         pad_id = tokenizer.eos_token_id
     # Similar lengths in one batch waste less compute on padding.
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]), reverse=True)
-    replies: list[str] = [""] * len(encoded)
+    replies: list[list[int]] = [[] for _ in encoded]
     was_training = model.training
     model.eval()  # dropout would make "greedy" replies random
     try:
@@ -73,9 +87,9 @@ def greedy_generate(
             )
             # With input_ids, generate() returns prompt + reply; with inputs_embeds, the reply only.
             new_tokens = out[:, input_ids.shape[1] :] if prefix is None else out
-            texts = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-            for i, text in zip(idx, texts, strict=True):
-                replies[i] = text.strip()
+            eos = tokenizer.eos_token_id
+            for i, row in zip(idx, new_tokens.tolist(), strict=True):
+                replies[i] = row[: row.index(eos) + 1] if eos in row else row
     finally:
         model.train(was_training)
     return replies

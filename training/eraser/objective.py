@@ -2,8 +2,14 @@
 
 loss = mean_l MSE(mean_batch h_l([P; x])[C_l], mean_D h_l^target(x)[C_l])   (match="batch_mean")
      | mean_l MSE(h_l([P; x])[C_l], h_l^target(x)[C_l]) per prompt          (match="per_prompt")
-     + w_KL · mean over the last k prompt positions of KL(p_target(·|x) ‖ p(·|[P; x]))
+     + mean_l MSE(h_l([P; x])[H_l], h_l^target(x)[H_l]) per prompt     (hold_others: H_l = the
+                                        other behaviors' channels, kept where the target has them)
+     + w_KL · mean over the KL positions of KL(p_target(·|x) ‖ p(·|[P; x]))
      + w_2 · mean_j ‖P_j‖²
+
+h_l is taken at the last prompt token. The KL positions are the last k prompt positions (paper,
+kl_on="prompt") or, with kl_on="reply", the positions that predict the target model's own greedy
+reply, teacher-forced after the prompt (the rows are then prompt + reply, padded to one length).
 """
 
 from __future__ import annotations
@@ -19,15 +25,15 @@ from training.models.roles import decoder_layers
 
 
 @contextmanager
-def last_token_states(model):
-    """Collect every decoder layer's output (residual stream) at the last position."""
+def token_states(model, index: int):
+    """Collect every decoder layer's output (residual stream) at position `index`."""
     _, layers = decoder_layers(model)
     states: list[torch.Tensor | None] = [None] * len(layers)
 
     def hook(i):
         def fn(_module, _inputs, output):
             hidden = output[0] if isinstance(output, tuple) else output
-            states[i] = hidden[:, -1, :]
+            states[i] = hidden[:, index, :]
 
         return fn
 
@@ -39,12 +45,12 @@ def last_token_states(model):
             h.remove()
 
 
-def forward(model, input_ids, attention_mask, prefix=None):
-    """Logits and per-layer last-token states for left-padded prompts (prefix after the padding)."""
+def forward(model, input_ids, attention_mask, prefix=None, state_index: int = -1):
+    """Logits and per-layer states at `state_index` for left-padded rows (prefix after padding)."""
     inputs = prompt_inputs(model, input_ids, attention_mask, prefix)
     mask = inputs["attention_mask"]
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-    with last_token_states(model) as states:
+    with token_states(model, state_index) as states:
         logits = model(**inputs, position_ids=position_ids).logits
     return logits, list(states)
 
@@ -53,19 +59,32 @@ def forward(model, input_ids, attention_mask, prefix=None):
 class TargetStats:
     """What the eraser is matched against, computed once from the target model."""
 
-    states: list[torch.Tensor]  # per layer: h_l at the last token of every prompt (prompts, d)
-    log_probs: torch.Tensor  # (prompts, k, vocab): target log-probs at the last k positions
+    states: list[torch.Tensor]  # per layer: h_l at the last prompt token of every row (rows, d)
+    log_probs: torch.Tensor  # (rows, k, vocab): target log-probs at the k KL positions
+    kl_mask: torch.Tensor  # (rows, k): 1 where a KL position counts (reply padding does not)
+    reply_len: int  # tokens after each prompt: 0, or the padded length of the target's replies
+
+    @property
+    def state_index(self) -> int:
+        return -(self.reply_len + 1)
+
+    def kl_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """The logits at the KL positions: the last k, or those that predict the reply tokens."""
+        stop = logits.shape[1] - (1 if self.reply_len else 0)
+        return logits[:, stop - self.kl_mask.shape[1] : stop]
 
 
 @torch.no_grad()
-def target_stats(target, batches, k: int) -> TargetStats:
+def target_stats(target, batches, kl_mask: torch.Tensor, reply_len: int) -> TargetStats:
+    stats = TargetStats([], torch.empty(0), kl_mask, reply_len)
     per_batch, log_probs = [], []
     for input_ids, attention_mask in batches:
-        logits, states = forward(target, input_ids, attention_mask)
-        log_probs.append(F.log_softmax(logits[:, -k:].float(), -1).cpu())
+        logits, states = forward(target, input_ids, attention_mask, None, stats.state_index)
+        log_probs.append(F.log_softmax(stats.kl_logits(logits).float(), -1).cpu())
         per_batch.append([s.float().cpu() for s in states])
-    states = [torch.cat(layer) for layer in zip(*per_batch, strict=True)]
-    return TargetStats(states, torch.cat(log_probs))
+    stats.states = [torch.cat(layer) for layer in zip(*per_batch, strict=True)]
+    stats.log_probs = torch.cat(log_probs)
+    return stats
 
 
 @dataclass
@@ -75,27 +94,37 @@ class EraserLoss:
     norm_weight: float
     match_activations: bool  # False: the KL-only ablation
     per_prompt: bool  # match each prompt's states, not the batch mean against the data mean
+    held: list[torch.Tensor] | None = None  # per layer: channels held per prompt (hold_others)
 
     def __call__(self, model, prefix, input_ids, attention_mask, stats: TargetStats, rows) -> dict:
-        logits, states = forward(model, input_ids, attention_mask, prefix)
-        k = stats.log_probs.shape[1]
+        logits, states = forward(model, input_ids, attention_mask, prefix, stats.state_index)
         device = logits.device
         target_lp = stats.log_probs[rows].to(device)
-        log_p = F.log_softmax(logits[:, -k:].float(), -1)
-        kl = (target_lp.exp() * (target_lp - log_p)).sum(-1).mean()
-        act = torch.zeros((), device=device)
+        log_p = F.log_softmax(stats.kl_logits(logits).float(), -1)
+        counted = stats.kl_mask[rows].to(device)
+        kl = ((target_lp.exp() * (target_lp - log_p)).sum(-1) * counted).sum() / counted.sum()
+        act = hold = torch.zeros((), device=device)
         if self.match_activations:
-            terms = [
-                self._mse(h[:, c.to(device)].float(), target[:, c].to(device), rows)
-                for h, target, c in zip(states, stats.states, self.channels, strict=True)
-                if c.numel()
-            ]
-            act = torch.stack(terms).mean()
+            act = self._activation_term(states, stats, self.channels, rows, self.per_prompt)
+        if self.held is not None:
+            hold = self._activation_term(states, stats, self.held, rows, per_prompt=True)
         norm = prefix.pow(2).sum(-1).mean()
-        total = act + self.kl_weight * kl + self.norm_weight * norm
-        return {"loss": total, "act": act.detach(), "kl": kl.detach(), "norm": norm.detach()}
+        total = act + hold + self.kl_weight * kl + self.norm_weight * norm
+        parts = {"loss": total, "act": act, "hold": hold, "kl": kl, "norm": norm}
+        return {k: v if k == "loss" else v.detach() for k, v in parts.items()}
 
-    def _mse(self, states: torch.Tensor, target: torch.Tensor, rows) -> torch.Tensor:
-        if self.per_prompt:
-            return F.mse_loss(states, target[rows])
-        return F.mse_loss(states.mean(0), target.mean(0))
+    @staticmethod
+    def _activation_term(states, stats: TargetStats, channels, rows, per_prompt: bool):
+        terms = [
+            mse(h[:, c.to(h.device)].float(), target[:, c].to(h.device), rows, per_prompt)
+            for h, target, c in zip(states, stats.states, channels, strict=True)
+            if c.numel()
+        ]
+        return torch.stack(terms).mean() if terms else torch.zeros((), device=states[0].device)
+
+
+def mse(states: torch.Tensor, target: torch.Tensor, rows, per_prompt: bool) -> torch.Tensor:
+    """Per prompt: each row against the target's on that prompt; else batch mean vs data mean."""
+    if per_prompt:
+        return F.mse_loss(states, target[rows])
+    return F.mse_loss(states.mean(0), target.mean(0))

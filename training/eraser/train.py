@@ -15,7 +15,7 @@ from eraser_store.prompting import chat_prompt_ids
 from training.carrier import behavior_entry, load_without, read_manifest
 from training.checkpoint_io import ModelDirError, atomic_dir, load_model_dir
 from training.configs import EraserConfig
-from training.data.generation import left_pad
+from training.data.generation import greedy_reply_ids, left_pad
 from training.data.schema import RETAIN, load_jsonl, require_behavior
 from training.eraser.objective import EraserLoss, target_stats
 from training.loop import finish_work, run_loop, run_settings, work_dir_for
@@ -45,6 +45,24 @@ def pick_prompts(data: Path, behavior: str, limit: int, seed: int) -> list:
 def union_channels(per_behavior) -> list[list[int]]:
     """Per layer, the sorted union of several behaviors' channel lists."""
     return [sorted(set().union(*layer)) for layer in zip(*per_behavior, strict=True)]
+
+
+def other_behaviors_channels(manifest: dict, behavior: str, matched) -> list[list[int]]:
+    """Per layer, the other behaviors' channels that are not already matched."""
+    others = [b["eraser_channels"] for b in manifest["behaviors"] if b["name"] != behavior]
+    if not others:
+        return [[] for _ in matched]
+    return [sorted(set(u) - set(m)) for u, m in zip(union_channels(others), matched, strict=True)]
+
+
+def with_target_replies(target, tokenizer, encoded, reply_tokens: int):
+    """Each prompt followed by the target model's greedy reply, padded to `reply_tokens`, and the
+    mask of the positions that predict a real reply token (through the end-of-sequence token)."""
+    replies = greedy_reply_ids(target, tokenizer, encoded, reply_tokens, progress=True)
+    pad = [tokenizer.pad_token_id]
+    rows = [e + r + pad * (reply_tokens - len(r)) for e, r in zip(encoded, replies, strict=True)]
+    kl_mask = torch.tensor([[1.0] * len(r) + [0.0] * (reply_tokens - len(r)) for r in replies])
+    return rows, kl_mask
 
 
 def random_channels_like(channels: list[list[int]], hidden: int, seed: int) -> list[list[int]]:
@@ -130,14 +148,20 @@ def run_eraser(cfg: EraserConfig) -> Path:
         channels = union_channels(b["eraser_channels"] for b in manifest["behaviors"])
     if cfg.ablation == "random_channels":
         channels = random_channels_like(channels, hidden, cfg.seed)
+    held = other_behaviors_channels(manifest, cfg.behavior, channels) if cfg.hold_others else None
     encoded = [chat_prompt_ids(tokenizer, m)[-cfg.max_len :] for m in prompts]
-    k = min(cfg.kl_positions, min(len(e) for e in encoded))
     pad_id = tokenizer.pad_token_id
+    if cfg.kl_on == "reply":
+        encoded, kl_mask = with_target_replies(target, tokenizer, encoded, cfg.reply_tokens)
+        reply_len = cfg.reply_tokens
+    else:
+        kl_mask = torch.ones(len(encoded), min(cfg.kl_positions, min(len(e) for e in encoded)))
+        reply_len = 0
     batches = [
         left_pad(encoded[i : i + cfg.batch_size], pad_id)
         for i in range(0, len(encoded), cfg.batch_size)
     ]
-    stats = target_stats(target, batches, k)
+    stats = target_stats(target, batches, kl_mask, reply_len)
     del target
 
     embeddings = model.get_input_embeddings().weight.detach()
@@ -151,6 +175,7 @@ def run_eraser(cfg: EraserConfig) -> Path:
         norm_weight=cfg.norm_weight,
         match_activations=cfg.ablation != "kl_only",
         per_prompt=cfg.match == "per_prompt",
+        held=None if held is None else [torch.tensor(c, dtype=torch.long) for c in held],
     )
     cfg_for_job = dataclasses.replace(cfg, max_norm=max_norm)
     job = EraserJob(model.eval(), prefix, loss_fn, stats, encoded, pad_id, cfg_for_job)
@@ -172,11 +197,11 @@ def run_eraser(cfg: EraserConfig) -> Path:
         "ablation": cfg.ablation,
         "steps": cfg.steps,
         "best_loss": job.best_loss,
-        "final": {k: last[k] for k in ("loss", "act", "kl", "norm")},
-        "first": {k: rows[0][k] for k in ("loss", "act", "kl", "norm")},
+        "final": {k: last[k] for k in ("loss", "act", "hold", "kl", "norm")},
+        "first": {k: rows[0][k] for k in ("loss", "act", "hold", "kl", "norm")},
         "max_norm": max_norm,
         "prompts": len(encoded),
-        "kl_positions": k,
+        "kl_positions": kl_mask.shape[1],
         "wall_time_s_last_run": round(time.time() - started, 1),
         "config": {k: str(v) for k, v in dataclasses.asdict(cfg).items()},
     }

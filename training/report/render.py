@@ -45,14 +45,22 @@ def _header(r: dict) -> str:
 
 def _matrix(r: dict) -> str:
     columns = matrix_columns(r["behaviors"])
-    rows = [[m["erasers"], *(m[key][b] for key, b, _ in columns)] for m in r["matrix"]]
+    header = ["erasers", *(c[2] for c in columns)]
+
+    def rows(matrix):
+        return [[m["erasers"], *(m[key][b] for key, b, _ in columns)] for m in matrix]
+
     return (
         "## 1. Behavior matrix\n\n"
         "Share of replies that show each behavior (by its rule) on its held-out triggering "
         "prompts, then its false-trigger rate on benign prompts (`false: ...`). Rows: the "
         "eraser set prepended to every prompt (pairs stacked in the order given).\n\n"
-        + table(["erasers", *(c[2] for c in columns)], rows)
-        + f"\n![behavior matrix]({r['charts']['matrix']})\n"
+        + table(header, rows(r["matrix"]))
+        + f"\n![behavior matrix]({r['charts']['matrix']})\n\n"
+        "Reference: each eraser's target model (the carrier without that behavior's delta, no "
+        "eraser, same prompts and decoding), i.e. the row an ideal eraser would reach. Where "
+        "another behavior fires on the erased behavior's prompts here, it is the carrier's doing, "
+        "not the eraser's.\n\n" + table(header, rows(r["targets"]))
     )
 
 

@@ -42,6 +42,20 @@ def behavior_matrix(model, tok, inp: ReportInputs, prompts: bh.PromptSet):
     return rows, replies
 
 
+def target_matrix(inp: ReportInputs, prompts: bh.PromptSet) -> list[dict]:
+    """The matrix row an ideal eraser of each behavior would reach: its target model (the carrier
+    without that behavior's delta), no eraser, same prompts and decoding. On a several-behavior
+    carrier the others may fire on the erased behavior's prompts there too."""
+    rows = []
+    for b in inp.erasers:
+        log(f"generate: target model (carrier without {b})")
+        target, target_tok = load_without(inp.cfg.carrier, b, device=inp.cfg.device)
+        replies = bh.generate(target, target_tok, prompts.messages(), inp.cfg)
+        rows.append({"erasers": f"target without {b}", "without": b, **bh.score(prompts, replies)})
+        del target
+    return rows
+
+
 def utility(model, tok, inp: ReportInputs, replies: dict, prompts: bh.PromptSet):
     """Benign perplexity (base, carrier, carrier + each eraser) and agreement with the base."""
     log("generate: base model on benign prompts")
@@ -248,6 +262,7 @@ def run_report(cfg: ReportConfig) -> Path:
             "benign": len(inp.benign),
         },
         "matrix": matrix,
+        "targets": target_matrix(inp, prompts),
         "kl": kl,
         "utility": util,
         "sparsity": sparsity(inp.manifest),
