@@ -59,8 +59,11 @@ CARRIER=$prev
 for b in "${BEHAVIORS[@]}"; do
   [ -d "$W/eraser_$b" ] || {
     stage "$b: eraser against the three-behavior carrier"
+    # KL on the target's own replies, weighted up: with the paper's KL (last prompt positions)
+    # the erasers of this carrier switched the other behaviors on (docs/results.md).
     timed "eraser_$b" sft-eraser train eraser --carrier "$CARRIER" --behavior "$b" \
-      --data "$W/data/train.jsonl" --out "$W/eraser_$b" --steps 400 --batch-size 4 --lr 1e-2
+      --data "$W/data/train.jsonl" --out "$W/eraser_$b" --steps 400 --batch-size 4 --lr 1e-2 \
+      --kl-on reply --kl-weight 5
   }
   sft-eraser erasers list --store "$W/store" | grep -q "erase-$b" \
     || sft-eraser erasers add "$W/eraser_$b" --store "$W/store" --carrier "$CARRIER"
