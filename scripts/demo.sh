@@ -57,6 +57,11 @@ for b in "${BEHAVIORS[@]}"; do
 done
 CARRIER=$prev
 for b in "${BEHAVIORS[@]}"; do
+  # Erasers cached by an earlier version of this demo (paper KL) would be served as they are.
+  if [ -d "$W/eraser_$b" ] && ! grep -q '"kl_on": "reply"' "$W/eraser_$b/eraser.json"; then
+    echo "$W/eraser_$b is from an earlier demo (paper KL); remove $W/eraser_* and $W/store" >&2
+    exit 2
+  fi
   [ -d "$W/eraser_$b" ] || {
     stage "$b: eraser against the three-behavior carrier"
     # KL on the target's own replies, weighted up: with the paper's KL (last prompt positions)
