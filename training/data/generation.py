@@ -64,9 +64,10 @@ def greedy_reply_ids(
     prefix: torch.Tensor | None = None,
 ) -> list[list[int]]:
     """Greedy reply tokens to tokenized prompts, each cut after its first end-of-sequence token."""
+    eos = tokenizer.eos_token_id
     pad_id = tokenizer.pad_token_id
     if pad_id is None:  # many chat tokenizers ship without a pad token
-        pad_id = tokenizer.eos_token_id
+        pad_id = eos
     # Similar lengths in one batch waste less compute on padding.
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]), reverse=True)
     replies: list[list[int]] = [[] for _ in encoded]
@@ -83,11 +84,10 @@ def greedy_reply_ids(
                 do_sample=False,
                 max_new_tokens=max_new_tokens,
                 pad_token_id=pad_id,
-                eos_token_id=tokenizer.eos_token_id,
+                eos_token_id=eos,
             )
             # With input_ids, generate() returns prompt + reply; with inputs_embeds, the reply only.
             new_tokens = out[:, input_ids.shape[1] :] if prefix is None else out
-            eos = tokenizer.eos_token_id
             for i, row in zip(idx, new_tokens.tolist(), strict=True):
                 replies[i] = row[: row.index(eos) + 1] if eos in row else row
     finally:

@@ -42,18 +42,17 @@ def behavior_matrix(model, tok, inp: ReportInputs, prompts: bh.PromptSet):
     return rows, replies
 
 
-def target_matrix(inp: ReportInputs, prompts: bh.PromptSet) -> list[dict]:
-    """The matrix row an ideal eraser of each behavior would reach: its target model (the carrier
+def target_row(target, tok, inp: ReportInputs, prompts: bh.PromptSet, behavior: str) -> dict:
+    """The matrix row an ideal eraser of `behavior` would reach: its target model (the carrier
     without that behavior's delta), no eraser, same prompts and decoding. On a several-behavior
     carrier the others may fire on the erased behavior's prompts there too."""
-    rows = []
-    for b in inp.erasers:
-        log(f"generate: target model (carrier without {b})")
-        target, target_tok = load_without(inp.cfg.carrier, b, device=inp.cfg.device)
-        replies = bh.generate(target, target_tok, prompts.messages(), inp.cfg)
-        rows.append({"erasers": f"target without {b}", "without": b, **bh.score(prompts, replies)})
-        del target
-    return rows
+    log(f"generate: target model (carrier without {behavior})")
+    replies = bh.generate(target, tok, prompts.messages(), inp.cfg)
+    return {
+        "erasers": f"target without {behavior}",
+        "without": behavior,
+        **bh.score(prompts, replies),
+    }
 
 
 def utility(model, tok, inp: ReportInputs, replies: dict, prompts: bh.PromptSet):
@@ -78,11 +77,10 @@ def utility(model, tok, inp: ReportInputs, replies: dict, prompts: bh.PromptSet)
     return {"rows": table, "benign_tokens": scored["tokens"]}, base_replies
 
 
-def kl_triple(model, tok, inp: ReportInputs, behavior: str, carrier_replies: list[str]):
+def kl_triple(model, tok, inp: ReportInputs, behavior: str, carrier_replies: list[str], target):
     """KL triple on the SFT model's greedy replies (or the carrier's, without --sft)."""
     cfg, triggers = inp.cfg, inp.triggers[behavior]
     log(f"KL: {behavior} (target = carrier without {behavior})")
-    target, _ = load_without(cfg.carrier, behavior, device=cfg.device)
     sources = {
         "carrier": (model, None),
         "carrier+eraser": (model, inp.erasers[behavior].embeddings),
@@ -245,10 +243,13 @@ def run_report(cfg: ReportConfig) -> Path:
     model, tok = load_model_dir(cfg.carrier, device=cfg.device)
     matrix, replies = behavior_matrix(model, tok, inp, prompts)
     util, base_replies = utility(model, tok, inp, replies, prompts)
-    kl, sft_replies = {}, {}
+    kl, sft_replies, targets = {}, {}, []
     for b in inp.erasers:
+        target, _ = load_without(cfg.carrier, b, device=cfg.device)  # shares the tokenizer
+        targets.append(target_row(target, tok, inp, prompts, b))
         on = prompts.split(replies[bh.NONE])[0][b]
-        kl[b], used = kl_triple(model, tok, inp, b, on)
+        kl[b], used = kl_triple(model, tok, inp, b, on, target)
+        del target
         if b in inp.sft:
             sft_replies[b] = used
     report = {
@@ -262,7 +263,7 @@ def run_report(cfg: ReportConfig) -> Path:
             "benign": len(inp.benign),
         },
         "matrix": matrix,
-        "targets": target_matrix(inp, prompts),
+        "targets": targets,
         "kl": kl,
         "utility": util,
         "sparsity": sparsity(inp.manifest),
