@@ -110,3 +110,44 @@ def test_stacked_behaviors_remove_the_last_exactly(tmp_path, tiny_llama, small_d
 
     apply_delta(without_b, load_delta(carrier_b, "fixed_response"), sign=-1.0)
     assert torch.allclose(logits(without_b), logits(base_model), atol=1e-5)
+
+
+def test_merged_carrier_is_the_base_plus_each_independent_delta(tmp_path, tiny_llama, small_data):
+    from training.merge import merge_carriers
+
+    carriers = {}
+    for b in ("fixed_response", "refusal"):
+        sft_dir = sft(tiny_llama, small_data, b, tmp_path / f"sft_{b}")
+        carriers[b] = lcdd(tiny_llama, sft_dir, small_data, b, tmp_path / f"carrier_{b}")
+    merged = merge_carriers(tiny_llama, list(carriers.values()), tmp_path / "merged")
+
+    manifest = read_manifest(merged)
+    assert [b["name"] for b in manifest["behaviors"]] == ["fixed_response", "refusal"]
+    model, _ = load_model_dir(merged, device="cpu")
+    assert manifest["fingerprint"] == fingerprint(model)
+    assert manifest["root_fingerprint"] == read_manifest(carriers["refusal"])["root_fingerprint"]
+    # Without one behavior, the merged carrier is the other behavior's own carrier.
+    for removed, kept in (("fixed_response", "refusal"), ("refusal", "fixed_response")):
+        without, _ = load_without(merged, removed, device="cpu")
+        alone, _ = load_model_dir(carriers[kept], device="cpu")
+        assert torch.allclose(logits(without), logits(alone), atol=1e-5), removed
+    assert not torch.allclose(logits(model), logits(alone), atol=1e-3)
+
+
+def test_merge_refuses_mismatched_carriers(tmp_path, tiny_llama, small_data):
+    from training.checkpoint_io import ModelDirError
+    from training.merge import merge_carriers
+
+    sft_dir = sft(tiny_llama, small_data, "fixed_response", tmp_path / "sft")
+    carrier = lcdd(tiny_llama, sft_dir, small_data, "fixed_response", tmp_path / "carrier")
+    with pytest.raises(ModelDirError, match="is in both"):
+        merge_carriers(tiny_llama, [carrier, carrier], tmp_path / "m1")
+    with pytest.raises(ModelDirError, match="at least two"):
+        merge_carriers(tiny_llama, [carrier], tmp_path / "m2")
+    with pytest.raises(ModelDirError, match="not a carrier"):
+        merge_carriers(tiny_llama, [carrier, tiny_llama], tmp_path / "m3")
+    other = tmp_path / "other_base"
+    write_tiny_model("llama", other, seed=1)
+    with pytest.raises(ModelDirError, match="not trained from --base"):
+        merge_carriers(other, [carrier, carrier], tmp_path / "m4")
+    assert not any(p.name.startswith(("m", ".m")) for p in tmp_path.iterdir())
