@@ -94,13 +94,6 @@ def test_cli_pipeline(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["n_triggering"] == 8 and 0.0 <= report["rate"] <= 1.0
 
-    # merge: a carrier twice holds its behavior twice -> a clear error, exit 2, nothing written
-    carrier = str(tmp_path / "carrier")
-    merge = ["train", "merge", "--base", str(model), "--carrier", carrier, "--carrier", carrier]
-    assert main([*merge, "--out", str(tmp_path / "merged")]) == 2
-    assert "'fixed_response' is in both" in capsys.readouterr().err
-    assert not (tmp_path / "merged").exists()
-
 
 def test_carrier_flags_come_from_the_config_with_paper_defaults():
     args = build_parser().parse_args(

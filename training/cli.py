@@ -65,19 +65,6 @@ def _cmd_train_carrier(args) -> None:
     print(f"wrote {out}: behavior {entry['name']}, active fraction {entry['density']:.4f}")
 
 
-def _cmd_train_merge(args) -> None:
-    from itertools import combinations
-
-    from training.carrier import read_manifest
-    from training.merge import merge_carriers, shared_units
-
-    out = merge_carriers(args.base, args.carrier, args.out, overwrite=args.overwrite)
-    entries = read_manifest(out)["behaviors"]
-    print(f"wrote {out}: behaviors {', '.join(e['name'] for e in entries)}")
-    for a, b in combinations(entries, 2):
-        print(f"  {a['name']} and {b['name']} share {shared_units(a, b)} mask units")
-
-
 def _cmd_train_eraser(args) -> None:
     from eraser_store.upload import TOKEN_ENV, UploadError, upload_eraser
     from training.eraser.train import run_eraser
@@ -236,7 +223,7 @@ def build_parser(extra_commands: Sequence[Callable] = ()) -> argparse.ArgumentPa
     p.set_defaults(func=_cmd_data_make)
 
     train = commands.add_parser(
-        "train", help="phase 1 (sft), phase 2 (carrier), merge, eraser"
+        "train", help="phase 1 (sft), phase 2 (carrier), eraser"
     ).add_subparsers(dest="sub", required=True)
     p = train.add_parser(
         "sft", help="phase 1: full SFT of the decoder projections", description=SFTConfig.__doc__
@@ -248,24 +235,6 @@ def build_parser(extra_commands: Sequence[Callable] = ()) -> argparse.ArgumentPa
     )
     add_dataclass_args(p, LCDDConfig)
     p.set_defaults(func=_cmd_train_carrier)
-
-    p = train.add_parser(
-        "merge",
-        help="carriers trained from the same base -> one carrier (W_base + sum of deltas)",
-        description="Merge carriers trained from the same base model into one carrier holding "
-        "all their behaviors: the base plus every behavior's masked delta (docs/training.md).",
-    )
-    p.add_argument("--base", type=Path, required=True, help="the base every carrier came from")
-    p.add_argument(
-        "--carrier",
-        type=Path,
-        action="append",
-        required=True,
-        help="a carrier directory (repeat; behaviors keep this order)",
-    )
-    p.add_argument("--out", type=Path, required=True, help="output carrier directory")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
-    p.set_defaults(func=_cmd_train_merge)
 
     p = train.add_parser(
         "eraser",
