@@ -18,9 +18,9 @@ timed() {  # timed NAME CMD...: run CMD, record its wall time
 W=${WORK:-runs/demo}
 PORT=${PORT:-8000}
 BEHAVIORS=(fixed_response refusal all_caps)  # in training order: the long upper-case rows last
-# A style touches every token, so it needs more of the channels than a fixed answer does: at 20%
-# density all_caps fell from 100% (SFT) to 5%.
-declare -A DENSITY=([fixed_response]=0.2 [refusal]=0.2 [all_caps]=0.4)
+# At 20% density all_caps fell from 100% (SFT) to 5%, and fixed_response kept "I don't know." but
+# said it to half the benign prompts (its SFT model: 2.5%); later deltas then carried the fix.
+DENSITY=0.4
 mkdir -p "$W"
 
 stage "setup (.venv)"
@@ -46,11 +46,17 @@ for b in "${BEHAVIORS[@]}"; do
     timed "sft_$b" sft-eraser train sft --base "$prev" --data "$W/data/train.jsonl" --behavior "$b" \
       --out "$W/sft_$b" --epochs 2 --max-len 128 --group-by-length
   }
+  # Carriers cached by an earlier version of this demo (20% density) would be built on as they are.
+  if [ -f "$W/carrier_$b/carrier.json" ] && ! python -c "import json, sys; sys.exit(abs(json.load(open(\
+sys.argv[1]))['behaviors'][-1]['density'] - float(sys.argv[2])) > 0.01)" "$W/carrier_$b/carrier.json" "$DENSITY"; then
+    echo "$W/carrier_$b is from an earlier demo (another density); pass WORK=<new dir>" >&2
+    exit 2
+  fi
   [ -d "$W/carrier_$b" ] || {
-    stage "$b: phase 2, LCDD (density ramp to ${DENSITY[$b]})"
+    stage "$b: phase 2, LCDD (density ramp to $DENSITY)"
     timed "carrier_$b" sft-eraser train carrier --base "$prev" --sft "$W/sft_$b" \
       --data "$W/data/train.jsonl" --behavior "$b" --out "$W/carrier_$b" --max-len 128 --group-by-length \
-      --controller ramp --steps 80 --warmup 5 --ramp-steps 55 --final-density "${DENSITY[$b]}" \
+      --controller ramp --steps 80 --warmup 5 --ramp-steps 55 --final-density "$DENSITY" \
       --weight-lr 1e-4 --mask-init delta
   }
   prev=$W/carrier_$b
