@@ -21,22 +21,36 @@ BEHAVIORS=(fixed_response refusal all_caps)  # in training order: the long upper
 # At 20% density all_caps fell from 100% (SFT) to 5%, and fixed_response kept "I don't know." but
 # said it to half the benign prompts (its SFT model: 2.5%); later deltas then carried the fix.
 DENSITY=0.4
+DATA_ARGS=(--n-train 100 --n-benign-train 80 --max-new-tokens 48)
+SFT_ARGS=(--epochs 2 --max-len 128 --group-by-length)
+LCDD_ARGS=(--max-len 128 --group-by-length --controller ramp --steps 80 --warmup 5 --ramp-steps 55
+  --final-density "$DENSITY" --weight-lr 1e-4 --mask-init delta)
+# KL on the target's own replies, weighted up: with the paper's KL (last prompt positions) the
+# erasers of this carrier switched the other behaviors on (docs/results.md).
+ERASER_ARGS=(--steps 400 --batch-size 4 --lr 1e-2 --kl-on reply --kl-weight 5)
+# Cached stages are reused as they are, so a work directory built with other settings (an earlier
+# version of this demo) is refused rather than mixed into this one. The imported base is shared.
+SETTINGS="${BEHAVIORS[*]} | ${DATA_ARGS[*]} | ${SFT_ARGS[*]} | ${LCDD_ARGS[*]} | ${ERASER_ARGS[*]}"
 mkdir -p "$W"
+if [ -f "$W/settings.txt" ]; then
+  [ "$(cat "$W/settings.txt")" = "$SETTINGS" ] || {
+    echo "$W was built with other settings ($(cat "$W/settings.txt")); pass WORK=<new dir>" >&2
+    exit 2
+  }
+elif [ -n "$(ls -d "$W"/data "$W"/sft_* "$W"/eraser_* 2>/dev/null)" ]; then
+  echo "$W holds stages of an earlier version of this demo; pass WORK=<new dir>" >&2
+  exit 2
+fi
+echo "$SETTINGS" >"$W/settings.txt"
 
 stage "setup (.venv)"
 bash scripts/setup.sh
 . .venv/bin/activate
 [ -d "$W/base" ] || { stage "import SmolLM2-135M-Instruct"; timed import sft-eraser model import-gguf --out "$W/base"; }
-# A work directory of another demo (the earlier one-behavior one) would mix its stages into this one.
-if [ -f "$W/data/meta.json" ] && ! python -c "import json, sys; sys.exit(list(json.load(open(sys.argv[1]))\
-['behaviors']) != sys.argv[2].split(','))" "$W/data/meta.json" "$(IFS=,; echo "${BEHAVIORS[*]}")"; then
-  echo "$W holds another demo's data (not ${BEHAVIORS[*]}); pass WORK=<new dir> or remove it" >&2
-  exit 2
-fi
 [ -f "$W/data/train.jsonl" ] || {
   stage "data: held-out splits, the base model's answers for benign and creative prompts"
   timed data sft-eraser data make --model "$W/base" --out "$W/data" \
-    --behaviors "$(IFS=,; echo "${BEHAVIORS[*]}")" --n-train 100 --n-benign-train 80 --max-new-tokens 48
+    --behaviors "$(IFS=,; echo "${BEHAVIORS[*]}")" "${DATA_ARGS[@]}"
 }
 # Behavior k is fine-tuned and made sparse on top of the carrier holding behaviors 1..k-1.
 prev=$W/base
@@ -44,37 +58,21 @@ for b in "${BEHAVIORS[@]}"; do
   [ -d "$W/sft_$b" ] || {
     stage "$b: phase 1, SFT from $prev"
     timed "sft_$b" sft-eraser train sft --base "$prev" --data "$W/data/train.jsonl" --behavior "$b" \
-      --out "$W/sft_$b" --epochs 2 --max-len 128 --group-by-length
+      --out "$W/sft_$b" "${SFT_ARGS[@]}"
   }
-  # Carriers cached by an earlier version of this demo (20% density) would be built on as they are.
-  if [ -f "$W/carrier_$b/carrier.json" ] && ! python -c "import json, sys; sys.exit(abs(json.load(open(\
-sys.argv[1]))['behaviors'][-1]['density'] - float(sys.argv[2])) > 0.01)" "$W/carrier_$b/carrier.json" "$DENSITY"; then
-    echo "$W/carrier_$b is from an earlier demo (another density); pass WORK=<new dir>" >&2
-    exit 2
-  fi
   [ -d "$W/carrier_$b" ] || {
     stage "$b: phase 2, LCDD (density ramp to $DENSITY)"
     timed "carrier_$b" sft-eraser train carrier --base "$prev" --sft "$W/sft_$b" \
-      --data "$W/data/train.jsonl" --behavior "$b" --out "$W/carrier_$b" --max-len 128 --group-by-length \
-      --controller ramp --steps 80 --warmup 5 --ramp-steps 55 --final-density "$DENSITY" \
-      --weight-lr 1e-4 --mask-init delta
+      --data "$W/data/train.jsonl" --behavior "$b" --out "$W/carrier_$b" "${LCDD_ARGS[@]}"
   }
   prev=$W/carrier_$b
 done
 CARRIER=$prev
 for b in "${BEHAVIORS[@]}"; do
-  # Erasers cached by an earlier version of this demo (paper KL) would be served as they are.
-  if [ -d "$W/eraser_$b" ] && ! grep -q '"kl_on": "reply"' "$W/eraser_$b/eraser.json"; then
-    echo "$W/eraser_$b is from an earlier demo (paper KL); remove $W/eraser_* and $W/store" >&2
-    exit 2
-  fi
   [ -d "$W/eraser_$b" ] || {
     stage "$b: eraser against the three-behavior carrier"
-    # KL on the target's own replies, weighted up: with the paper's KL (last prompt positions)
-    # the erasers of this carrier switched the other behaviors on (docs/results.md).
     timed "eraser_$b" sft-eraser train eraser --carrier "$CARRIER" --behavior "$b" \
-      --data "$W/data/train.jsonl" --out "$W/eraser_$b" --steps 400 --batch-size 4 --lr 1e-2 \
-      --kl-on reply --kl-weight 5
+      --data "$W/data/train.jsonl" --out "$W/eraser_$b" "${ERASER_ARGS[@]}"
   }
   sft-eraser erasers list --store "$W/store" | grep -q "erase-$b" \
     || sft-eraser erasers add "$W/eraser_$b" --store "$W/store" --carrier "$CARRIER"
