@@ -167,6 +167,39 @@ def test_held_channels_are_the_other_behaviors_minus_the_matched_ones():
     assert other_behaviors_channels(only, "a", [[0, 3], [1]]) == [[], []]
 
 
+def test_retain_others_shares_the_retain_half_with_the_other_behaviors(tmp_path):
+    from training.data.schema import Example, write_jsonl
+    from training.eraser.train import pick_prompts
+
+    def rows(behavior, n, copies=1):
+        user = [{"role": "user", "content": f"{behavior} {i}"} for i in range(n)]
+        return [Example((m,), "r", behavior) for m in user for _ in range(copies)]
+
+    data = write_jsonl(
+        tmp_path / "train.jsonl",
+        rows("a", 20, copies=2) + rows(RETAIN, 2) + rows("b", 20) + rows("c", 20),
+    )
+
+    def counts(**kw):
+        picked = [m[-1]["content"].split()[0] for m in pick_prompts(data, "a", 24, seed=1, **kw)]
+        return {b: picked.count(b) for b in ("a", RETAIN, "b", "c")}
+
+    # The paper's split: half benign (only 2 rows here), the behavior's prompts fill the rest, each
+    # prompt once.
+    assert counts() == {"a": 20, RETAIN: 2, "b": 0, "c": 0}
+    # Benign has 2 rows for its share of 12 / 3: the other behaviors take what it leaves.
+    assert counts(retain_others=True) == {"a": 12, RETAIN: 2, "b": 5, "c": 5}
+
+
+def test_equal_shares_give_a_small_groups_unused_share_to_the_others():
+    from training.eraser.train import equal_shares
+
+    assert equal_shares([80, 100, 100], 100) == [34, 33, 33]
+    assert equal_shares([10, 100, 100], 100) == [10, 45, 45]
+    assert equal_shares([0, 5], 100) == [0, 5]
+    assert equal_shares([80], 40) == [40]
+
+
 @pytest.mark.parametrize(
     "field, value",
     [("match", "mean"), ("channel_set", "all"), ("ablation", "nope"), ("kl_on", "end")],

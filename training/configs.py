@@ -214,6 +214,10 @@ class EraserConfig:
     """Row-norm bound of P after each step; 0 = the median row norm of the embedding matrix."""
     max_prompts: int = 200
     """Prompts used: half the behavior's, half retain (as available)."""
+    retain_others: bool = False
+    """Share the retain half between benign prompts and the carrier's other behaviors' triggering
+    prompts, where the target model still shows those behaviors, so the eraser learns to leave
+    them on (with --kl-on reply it must reproduce the target's refusals, styles...)."""
     grad_clip: float = 1.0
     """Gradient-norm clip of P."""
     max_len: int = 256

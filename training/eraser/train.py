@@ -23,23 +23,51 @@ from training.plots import plot_curves
 from training.sft import SFT_INFO
 
 
-def pick_prompts(data: Path, behavior: str, limit: int, seed: int) -> list:
-    """Up to `limit` prompts, half the behavior's and half retain, deduplicated, seeded."""
+def pick_prompts(
+    data: Path, behavior: str, limit: int, seed: int, retain_others: bool = False
+) -> list:
+    """Up to `limit` prompts, deduplicated, seeded: half the behavior's, half retain. With
+    `retain_others` the retain half is shared equally between benign rows and each other
+    behavior's triggering rows."""
     examples = load_jsonl(data)
-    triggering = require_behavior(examples, behavior, str(data))
-    benign = [e for e in examples if e.behavior == RETAIN]
+    triggering = unique_messages(require_behavior(examples, behavior, str(data)))
+    retain_groups = [unique_messages(e for e in examples if e.behavior == RETAIN)]
+    if retain_others:
+        others = sorted({e.behavior for e in examples} - {RETAIN, behavior})
+        retain_groups += [unique_messages(e for e in examples if e.behavior == b) for b in others]
+    shares = equal_shares([len(g) for g in retain_groups], limit // 2)
     rng = random.Random(seed)
     picked = []
-    for rows, share in ((triggering, limit - min(len(benign), limit // 2)), (benign, limit // 2)):
-        seen, unique = set(), []
-        for e in rows:
-            key = tuple((m["role"], m["content"]) for m in e.messages)
-            if key not in seen:
-                seen.add(key)
-                unique.append(e.messages)
-        rng.shuffle(unique)
-        picked += unique[:share]
+    for rows, share in (
+        (triggering, limit - sum(shares)),
+        *zip(retain_groups, shares, strict=True),
+    ):
+        rows = list(rows)
+        rng.shuffle(rows)
+        picked += rows[:share]
     return picked
+
+
+def unique_messages(rows) -> list:
+    seen, unique = set(), []
+    for e in rows:
+        key = tuple((m["role"], m["content"]) for m in e.messages)
+        if key not in seen:
+            seen.add(key)
+            unique.append(e.messages)
+    return unique
+
+
+def equal_shares(sizes: list[int], total: int) -> list[int]:
+    """Split `total` as equally as the group sizes allow (a small group's unused share goes to the
+    others)."""
+    shares = [0] * len(sizes)
+    left = total
+    for n, i in enumerate(sorted(range(len(sizes)), key=lambda i: sizes[i])):
+        groups_left = len(sizes) - n
+        shares[i] = min(sizes[i], left // groups_left + (left % groups_left > 0))
+        left -= shares[i]
+    return shares
 
 
 def union_channels(per_behavior) -> list[list[int]]:
@@ -128,7 +156,7 @@ def run_eraser(cfg: EraserConfig) -> Path:
     if manifest is None:
         raise ModelDirError(f"{cfg.carrier} is not a carrier (no carrier.json)")
     entry = behavior_entry(manifest, cfg.behavior)
-    prompts = pick_prompts(cfg.data, cfg.behavior, cfg.max_prompts, cfg.seed)
+    prompts = pick_prompts(cfg.data, cfg.behavior, cfg.max_prompts, cfg.seed, cfg.retain_others)
 
     target, tokenizer = load_without(cfg.carrier, cfg.behavior, device=cfg.device)
     if cfg.ablation == "plain_sft":
