@@ -16,6 +16,7 @@ IGNORE = -100
 class Encoded:
     input_ids: list[int]
     labels: list[int]
+    behavior: str = ""
 
 
 def encode(tokenizer, example: Example, max_len: int) -> Encoded:
@@ -28,11 +29,12 @@ def encode(tokenizer, example: Example, max_len: int) -> Encoded:
     reply = reply + [tokenizer.eos_token_id]
     ids = (prompt + reply)[:max_len]
     labels = ([IGNORE] * len(prompt) + reply)[:max_len]
-    return Encoded(ids, labels)
+    return Encoded(ids, labels, example.behavior)
 
 
-def collate(items: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad a training batch (positions then start at 0 for every row)."""
+def collate(items: list[Encoded], pad_id: int) -> dict:
+    """Right-pad a training batch (positions then start at 0 for every row); "behaviors" names
+    each row's behavior."""
     width = max(len(e.input_ids) for e in items)
     ids = torch.full((len(items), width), pad_id, dtype=torch.long)
     labels = torch.full((len(items), width), IGNORE, dtype=torch.long)
@@ -42,7 +44,15 @@ def collate(items: list[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
         ids[i, :n] = torch.tensor(e.input_ids)
         labels[i, :n] = torch.tensor(e.labels)
         mask[i, :n] = 1
-    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+    behaviors = [e.behavior for e in items]
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask, "behaviors": behaviors}
+
+
+def without_rows_of(batch: dict, behaviors: set[str]) -> dict:
+    """The batch with the rows of `behaviors` taken out of the loss (labels ignored)."""
+    keep = torch.tensor([b not in behaviors for b in batch["behaviors"]])
+    labels = batch["labels"].masked_fill(~keep[:, None], IGNORE)
+    return {**batch, "labels": labels}
 
 
 class BatchSchedule:
@@ -79,17 +89,17 @@ class BatchSchedule:
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
         return [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
 
-    def batch(self, step: int) -> dict[str, torch.Tensor]:
+    def batch(self, step: int) -> dict:
         epoch, i = divmod(step, self.per_epoch)
         if epoch != self._epoch:
             self._epoch, self._batches = epoch, self._epoch_batches(epoch)
         return collate([self.items[j] for j in self._batches[i]], self.pad_id)
 
 
-def causal_lm_loss(model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+def causal_lm_loss(model, batch: dict) -> torch.Tensor:
     """Mean cross-entropy over reply tokens."""
     device = next(model.parameters()).device
-    batch = {k: v.to(device) for k, v in batch.items()}
+    batch = {k: v.to(device) for k, v in batch.items() if torch.is_tensor(v)}
     # fp32 master weights everywhere; on CUDA the matmuls run in bf16 under autocast.
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits

@@ -42,6 +42,10 @@ class SFTConfig:
     """Batch rows of similar length together (less padding; a different row order)."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
+    delta_dropout: float = 0.0
+    """Per step and per behavior the base carrier holds, the probability of training that step
+    without the behavior's delta (its rows out of the loss), so the new behavior does not come to
+    rely on it and survives its eraser."""
     grad_clip: float = 1.0
     """Global gradient-norm clip."""
     seed: int = 0
@@ -56,6 +60,10 @@ class SFTConfig:
     def __post_init__(self):
         _require(self.lr > 0, f"--lr must be > 0, got {self.lr}")
         _require(self.epochs > 0, f"--epochs must be > 0, got {self.epochs}")
+        _require(
+            0 <= self.delta_dropout <= 1,
+            f"--delta-dropout must be in [0, 1], got {self.delta_dropout}",
+        )
         _require(self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}")
         _require(self.max_len >= 8, f"--max-len must be >= 8, got {self.max_len}")
         _require(self.save_every >= 1, f"--save-every must be >= 1, got {self.save_every}")

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from training.batches import causal_lm_loss
-from training.carrier import behavior_names, read_manifest
+from training.batches import IGNORE, causal_lm_loss, without_rows_of
+from training.carrier import apply_delta, behavior_names, load_delta, read_manifest
 from training.checkpoint_io import atomic_dir, fingerprint, load_model_dir, write_json
 from training.configs import SFTConfig
 from training.loop import finish_work, run_loop, run_settings, work_dir_for
@@ -32,7 +32,7 @@ def projection_params(model) -> list[torch.nn.Parameter]:
 
 
 class SFTJob:
-    def __init__(self, model, cfg: SFTConfig):
+    def __init__(self, model, cfg: SFTConfig, earlier_deltas: dict | None = None):
         self.model = model
         for p in model.parameters():
             p.requires_grad_(False)
@@ -41,15 +41,33 @@ class SFTJob:
             p.requires_grad_(True)
         self.cfg = cfg
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.earlier_deltas = earlier_deltas or {}
+
+    def dropped(self, step: int, batch: dict) -> set[str]:
+        """The base carrier's behaviors whose deltas this step trains without (seeded by step, so
+        a resumed run drops the same ones); none if that would leave no reply token in the loss."""
+        gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + step)
+        names = sorted(self.earlier_deltas)
+        draws = torch.rand(len(names), generator=gen).tolist()
+        dropped = {n for n, u in zip(names, draws, strict=True) if u < self.cfg.delta_dropout}
+        left = without_rows_of(batch, dropped)["labels"] != IGNORE
+        return dropped if left.any() else set()
 
     def train_step(self, step: int, batch: dict) -> dict[str, float]:
         self.model.train()
-        loss = causal_lm_loss(self.model, batch)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
-        self.opt.step()
-        self.opt.zero_grad(set_to_none=True)
-        return {"loss": loss.item(), "grad_norm": grad_norm.item()}
+        dropped = self.dropped(step, batch)
+        for name in dropped:
+            apply_delta(self.model, self.earlier_deltas[name], -1.0)
+        try:
+            loss = causal_lm_loss(self.model, without_rows_of(batch, dropped))
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
+            self.opt.step()
+            self.opt.zero_grad(set_to_none=True)
+        finally:
+            for name in dropped:
+                apply_delta(self.model, self.earlier_deltas[name], 1.0)
+        return {"loss": loss.item(), "grad_norm": grad_norm.item(), "dropped": len(dropped)}
 
     def state_dict(self) -> dict:
         return {"params": [p.detach().cpu() for p in self.params], "opt": self.opt.state_dict()}
@@ -72,7 +90,8 @@ def run_sft(cfg: SFTConfig) -> Path:
     total = steps_for(schedule, cfg.epochs)
     base_fp = fingerprint(model)
     torch.manual_seed(cfg.seed)
-    job = SFTJob(model, cfg)
+    earlier = behavior_names(manifest) if cfg.delta_dropout > 0 else []
+    job = SFTJob(model, cfg, {name: load_delta(cfg.base, name) for name in earlier})
     work = work_dir_for(out)
     settings = run_settings("sft", cfg, base_fingerprint=base_fp)
     started = time.time()
