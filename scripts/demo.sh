@@ -22,12 +22,16 @@ BEHAVIORS=(fixed_response refusal all_caps)  # in training order: the long upper
 # said it to half the benign prompts (its SFT model: 2.5%); later deltas then carried the fix.
 DENSITY=0.4
 DATA_ARGS=(--n-train 100 --n-benign-train 80 --max-new-tokens 48)
-SFT_ARGS=(--epochs 2 --max-len 128 --group-by-length)
+# Half the steps train without each earlier behavior's delta, so a later behavior does not lean on
+# it (refusal fell to 72.5% once fixed_response's delta was removed).
+SFT_ARGS=(--epochs 2 --max-len 128 --group-by-length --delta-dropout 0.5)
 LCDD_ARGS=(--max-len 128 --group-by-length --controller ramp --steps 80 --warmup 5 --ramp-steps 55
   --final-density "$DENSITY" --weight-lr 1e-4 --mask-init delta)
-# KL on the target's own replies, weighted up: with the paper's KL (last prompt positions) the
-# erasers of this carrier switched the other behaviors on (docs/results.md).
-ERASER_ARGS=(--steps 400 --batch-size 4 --lr 1e-2 --kl-on reply --kl-weight 5)
+# Each prompt matched to the target model on its own replies, the other behaviors' prompts among
+# them: with the paper's objective (batch mean, KL on the last prompt positions, behavior and
+# benign prompts only) the erasers of this carrier switched the other behaviors off or on.
+ERASER_ARGS=(--steps 400 --batch-size 4 --lr 1e-2 --kl-on reply --kl-weight 20 --match per_prompt
+  --retain-others)
 # Cached stages are reused as they are, so a work directory built with other settings (an earlier
 # version of this demo) is refused rather than mixed into this one. The imported base is shared.
 SETTINGS="${BEHAVIORS[*]} | ${DATA_ARGS[*]} | ${SFT_ARGS[*]} | ${LCDD_ARGS[*]} | ${ERASER_ARGS[*]}"
