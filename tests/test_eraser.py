@@ -4,6 +4,7 @@ prompts, leaves benign answers alone, and beats the same optimization on the pla
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 
@@ -202,12 +203,19 @@ def test_equal_shares_give_a_small_groups_unused_share_to_the_others():
 
 @pytest.mark.parametrize(
     "field, value",
-    [("match", "mean"), ("channel_set", "all"), ("ablation", "nope"), ("kl_on", "end")],
+    [
+        ("match", "mean"),
+        ("channel_set", "all"),
+        ("ablation", "nope"),
+        ("kl_on", "end"),
+        ("kl_weight", -1.0),
+        ("norm_weight", -0.5),
+    ],
 )
-def test_eraser_config_refuses_unknown_choices(tmp_path, field, value):
+def test_eraser_config_refuses_bad_values(tmp_path, field, value):
     from training.configs import ConfigError
 
-    with pytest.raises(ConfigError, match=value):
+    with pytest.raises(ConfigError, match=re.escape(str(value))):
         EraserConfig(
             carrier=tmp_path,
             behavior="b",

@@ -268,3 +268,5 @@ class EraserConfig:
         _require(self.kl_positions >= 1, f"--kl-positions must be >= 1, got {self.kl_positions}")
         _require(self.reply_tokens >= 1, f"--reply-tokens must be >= 1, got {self.reply_tokens}")
         _require(self.max_prompts >= 2, f"--max-prompts must be >= 2, got {self.max_prompts}")
+        for flag, weight in (("--kl-weight", self.kl_weight), ("--norm-weight", self.norm_weight)):
+            _require(weight >= 0, f"{flag} must be >= 0, got {weight}")
