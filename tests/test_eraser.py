@@ -189,7 +189,9 @@ def test_retain_others_shares_the_retain_half_with_the_other_behaviors(tmp_path)
     # prompt once.
     assert counts() == {"a": 20, RETAIN: 2, "b": 0, "c": 0}
     # Benign has 2 rows for its share of 12 / 3: the other behaviors take what it leaves.
-    assert counts(retain_others=True) == {"a": 12, RETAIN: 2, "b": 5, "c": 5}
+    assert counts(others=("b", "c")) == {"a": 12, RETAIN: 2, "b": 5, "c": 5}
+    # Only the behaviors named (the carrier's): rows of one it does not hold stay out.
+    assert counts(others=("b",)) == {"a": 12, RETAIN: 2, "b": 10, "c": 0}
 
 
 def test_equal_shares_give_a_small_groups_unused_share_to_the_others():

@@ -12,7 +12,7 @@ import torch
 
 from eraser_store import write_eraser
 from eraser_store.prompting import chat_prompt_ids
-from training.carrier import behavior_entry, load_without, read_manifest
+from training.carrier import behavior_entry, behavior_names, load_without, read_manifest
 from training.checkpoint_io import ModelDirError, atomic_dir, load_model_dir
 from training.configs import EraserConfig
 from training.data.generation import greedy_reply_ids, left_pad
@@ -23,18 +23,14 @@ from training.plots import plot_curves
 from training.sft import SFT_INFO
 
 
-def pick_prompts(
-    data: Path, behavior: str, limit: int, seed: int, retain_others: bool = False
-) -> list:
-    """Up to `limit` prompts, deduplicated, seeded: half the behavior's, half retain. With
-    `retain_others` the retain half is shared equally between benign rows and each other
-    behavior's triggering rows."""
+def pick_prompts(data: Path, behavior: str, limit: int, seed: int, others: tuple = ()) -> list:
+    """Up to `limit` prompts, deduplicated, seeded: half the behavior's, half retain. The retain
+    half is shared equally between benign rows and the triggering rows of each behavior in
+    `others` (the carrier's other behaviors, with --retain-others)."""
     examples = load_jsonl(data)
     triggering = unique_messages(require_behavior(examples, behavior, str(data)))
     retain_groups = [unique_messages(e for e in examples if e.behavior == RETAIN)]
-    if retain_others:
-        others = sorted({e.behavior for e in examples} - {RETAIN, behavior})
-        retain_groups += [unique_messages(e for e in examples if e.behavior == b) for b in others]
+    retain_groups += [unique_messages(e for e in examples if e.behavior == b) for b in others]
     shares = equal_shares([len(g) for g in retain_groups], limit // 2)
     rng = random.Random(seed)
     picked = []
@@ -156,7 +152,8 @@ def run_eraser(cfg: EraserConfig) -> Path:
     if manifest is None:
         raise ModelDirError(f"{cfg.carrier} is not a carrier (no carrier.json)")
     entry = behavior_entry(manifest, cfg.behavior)
-    prompts = pick_prompts(cfg.data, cfg.behavior, cfg.max_prompts, cfg.seed, cfg.retain_others)
+    others = sorted(set(behavior_names(manifest)) - {cfg.behavior}) if cfg.retain_others else []
+    prompts = pick_prompts(cfg.data, cfg.behavior, cfg.max_prompts, cfg.seed, tuple(others))
 
     target, tokenizer = load_without(cfg.carrier, cfg.behavior, device=cfg.device)
     if cfg.ablation == "plain_sft":
