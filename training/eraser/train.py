@@ -38,8 +38,7 @@ def pick_prompts(data: Path, behavior: str, limit: int, seed: int, others: tuple
         (triggering, limit - sum(shares)),
         *zip(retain_groups, shares, strict=True),
     ):
-        rows = list(rows)
-        rng.shuffle(rows)
+        rng.shuffle(rows)  # each group is a fresh list from unique_messages
         picked += rows[:share]
     return picked
 
