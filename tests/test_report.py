@@ -184,7 +184,10 @@ def test_eraser_sets_stack_in_order():
         "c",
         "a+b",
         "a+c",
+        "b+a",
         "b+c",
+        "c+a",
+        "c+b",
     ]
     e = {"a": torch.zeros(2, 3), "b": torch.ones(1, 3)}
     assert stack(e, ()) is None

@@ -140,7 +140,7 @@ def _add_eval_report(ev) -> None:
         action="append",
         default=[],
         metavar="BEHAVIOR=DIR",
-        help="the eraser of BEHAVIOR, applied to the carrier (repeat; pairs stack in this order)",
+        help="the eraser of BEHAVIOR, applied to the carrier alone and in pairs (repeat)",
     )
     p.add_argument(
         "--sft",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import combinations
+from itertools import permutations
 
 import torch
 
@@ -16,8 +16,9 @@ AGREE_WORDS = 10
 
 
 def eraser_sets(behaviors: list[str]) -> list[tuple[str, ...]]:
-    """No eraser, each eraser alone, then every pair in the given order."""
-    return [(), *((b,) for b in behaviors), *combinations(behaviors, 2)]
+    """No eraser, each eraser alone, then every pair in both orders (stacking is not symmetric:
+    the eraser nearer the prompt sits where it was trained)."""
+    return [(), *((b,) for b in behaviors), *permutations(behaviors, 2)]
 
 
 def set_label(names: tuple[str, ...]) -> str:

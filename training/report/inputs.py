@@ -25,7 +25,7 @@ class ReportConfig:
     base: Path
     out: Path
     erasers: list[str]
-    """`BEHAVIOR=ERASER_DIR`, each applied to the carrier; pairs are stacked in this order."""
+    """`BEHAVIOR=ERASER_DIR`, each applied to the carrier, alone and in pairs."""
     sft: list[str] = field(default_factory=list)
     """`BEHAVIOR=SFT_MODEL_DIR`: the KL triple is measured on that model's greedy replies."""
     ablations: list[str] = field(default_factory=list)

@@ -54,7 +54,7 @@ def _matrix(r: dict) -> str:
         "## 1. Behavior matrix\n\n"
         "Share of replies that show each behavior (by its rule) on its held-out triggering "
         "prompts, then its false-trigger rate on benign prompts (`false: ...`). Rows: the "
-        "eraser set prepended to every prompt (pairs stacked in the order given).\n\n"
+        "eraser set prepended to every prompt (a pair a+b is stacked as [a; b; prompt]).\n\n"
         + table(header, rows(r["matrix"]))
         + f"\n![behavior matrix]({r['charts']['matrix']})\n\n"
         "Reference: each eraser's target model (the carrier without that behavior's delta, no "
