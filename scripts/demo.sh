@@ -32,9 +32,12 @@ LCDD_ARGS=(--max-len 128 --group-by-length --controller ramp --steps 80 --warmup
 # benign prompts only) the erasers of this carrier switched the other behaviors off or on.
 ERASER_ARGS=(--steps 400 --batch-size 4 --lr 1e-2 --kl-on reply --kl-weight 20 --match per_prompt
   --retain-others)
+# Each eraser after the first trains half its steps stacked with the erasers trained before it
+# (--stack-with), so every pair a request can name was seen by one of its two erasers.
+STACK="--stack-with the earlier erasers"
 # Cached stages are reused as they are, so a work directory built with other settings (an earlier
 # version of this demo) is refused rather than mixed into this one. The imported base is shared.
-SETTINGS="${BEHAVIORS[*]} | ${DATA_ARGS[*]} | ${SFT_ARGS[*]} | ${LCDD_ARGS[*]} | ${ERASER_ARGS[*]}"
+SETTINGS="${BEHAVIORS[*]} | ${DATA_ARGS[*]} | ${SFT_ARGS[*]} | ${LCDD_ARGS[*]} | ${ERASER_ARGS[*]} $STACK"
 mkdir -p "$W"
 if [ -f "$W/settings.txt" ]; then
   [ "$(cat "$W/settings.txt")" = "$SETTINGS" ] || {
@@ -72,12 +75,15 @@ for b in "${BEHAVIORS[@]}"; do
   prev=$W/carrier_$b
 done
 CARRIER=$prev
+earlier=()
 for b in "${BEHAVIORS[@]}"; do
   [ -d "$W/eraser_$b" ] || {
-    stage "$b: eraser against the three-behavior carrier"
+    stage "$b: eraser against the three-behavior carrier${earlier:+, stacked with ${earlier[*]}}"
     timed "eraser_$b" sft-eraser train eraser --carrier "$CARRIER" --behavior "$b" \
-      --data "$W/data/train.jsonl" --out "$W/eraser_$b" "${ERASER_ARGS[@]}"
+      --data "$W/data/train.jsonl" --out "$W/eraser_$b" "${ERASER_ARGS[@]}" \
+      ${earlier:+--stack-with "${earlier[@]}"}
   }
+  earlier+=("$W/eraser_$b")
   sft-eraser erasers list --store "$W/store" | grep -q "erase-$b" \
     || sft-eraser erasers add "$W/eraser_$b" --store "$W/store" --carrier "$CARRIER"
 done

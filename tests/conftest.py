@@ -95,3 +95,24 @@ def fixed_response_carrier(tmp_path_factory) -> TinyCarrier:
         )
     )
     return TinyCarrier(base, data, sft, carrier)
+
+
+@dataclass(frozen=True)
+class TwoBehaviorCarrier:
+    base: Path
+    data: Path
+    carrier_a: Path  # fixed_response
+    carrier_b: Path  # fixed_response, then refusal
+
+
+@pytest.fixture(scope="session")
+def two_behavior_carrier(tmp_path_factory, tiny_llama, small_data) -> TwoBehaviorCarrier:
+    """A short (untrained-quality) carrier holding fixed_response, then refusal."""
+    from quick_train import lcdd, sft
+
+    root = tmp_path_factory.mktemp("two_behaviors")
+    sft_a = sft(tiny_llama, small_data, "fixed_response", root / "sft_a")
+    carrier_a = lcdd(tiny_llama, sft_a, small_data, "fixed_response", root / "carrier_a")
+    sft_b = sft(carrier_a, small_data, "refusal", root / "sft_b")
+    carrier_b = lcdd(carrier_a, sft_b, small_data, "refusal", root / "carrier_b")
+    return TwoBehaviorCarrier(tiny_llama, small_data, carrier_a, carrier_b)

@@ -172,3 +172,13 @@ def test_the_demo_flags_are_valid_settings():
         dataclass_from_args(config, build_parser().parse_args(command + arrays[name]))
     data = ["data", "make", "--model", "m", "--out", "o", "--behaviors", "x"]
     build_parser().parse_args(data + arrays["DATA_ARGS"])
+
+
+def test_stack_with_takes_several_eraser_dirs():
+    command = ["train", "eraser", "--carrier", "c", "--behavior", "b", "--data", "d", "--out", "o"]
+    plain = dataclass_from_args(EraserConfig, build_parser().parse_args(command))
+    assert plain.stack_with == ()
+    args = build_parser().parse_args([*command, "--stack-with", "e1", "e2", "--stack-prob", "0.25"])
+    cfg = dataclass_from_args(EraserConfig, args)
+    assert cfg.stack_with == (Path("e1"), Path("e2"))
+    assert cfg.stack_prob == 0.25

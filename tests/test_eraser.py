@@ -212,6 +212,7 @@ def test_equal_shares_give_a_small_groups_unused_share_to_the_others():
         ("kl_on", "end"),
         ("kl_weight", -1.0),
         ("norm_weight", -0.5),
+        ("stack_prob", 1.5),
     ],
 )
 def test_eraser_config_refuses_bad_values(tmp_path, field, value):
@@ -262,6 +263,27 @@ def test_reply_kl_positions_predict_the_target_reply(fixed_response_carrier):
     for i, (prompt, row) in enumerate(zip(encoded, rows, strict=True)):
         counted = int(stats.kl_mask[i].sum())
         assert predicted[i, :counted].tolist() == row[len(prompt) :][:counted]
+
+
+@pytest.mark.parametrize("kl_on", ["prompt", "reply"])
+def test_kl_logits_are_the_same_when_only_the_last_positions_are_projected(
+    fixed_response_carrier, kl_on
+):
+    import torch
+
+    from training.data.generation import left_pad
+    from training.eraser.objective import TargetStats, forward
+
+    target, tok, encoded, rows, stats = reply_stats(fixed_response_carrier)
+    if kl_on == "prompt":  # the last 8 prompt positions
+        rows, stats = encoded, TargetStats([], torch.empty(0), torch.ones(len(encoded), 8), 0)
+    ids, mask = left_pad(rows, tok.pad_token_id)
+    prefix = torch.randn(3, target.config.hidden_size) * 0.1
+    full, states = forward(target, ids, mask, prefix, stats.state_index)
+    kept, kept_states = forward(target, ids, mask, prefix, stats.state_index, stats.logits_to_keep)
+    assert kept.shape[1] == stats.logits_to_keep < full.shape[1]
+    assert torch.allclose(stats.kl_logits(kept), stats.kl_logits(full), atol=1e-5)
+    assert all(torch.equal(a, b) for a, b in zip(states, kept_states, strict=True))
 
 
 def test_reply_kl_ignores_masked_positions(fixed_response_carrier):

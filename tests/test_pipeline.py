@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
+from quick_train import lcdd, sft
 from transformers import AutoModelForCausalLM
 
 from training.carrier import load_without, read_manifest
 from training.checkpoint_io import fingerprint, load_model_dir
-from training.configs import LCDDConfig, SFTConfig
-from training.lcdd.train import run_lcdd
 from training.models.roles import MASK_GROUPS
 from training.models.tiny import FAMILIES, write_tiny_model
-from training.sft import run_sft
 
 IDS = torch.randint(0, 250, (2, 10), generator=torch.Generator().manual_seed(0))
 
@@ -23,28 +20,6 @@ IDS = torch.randint(0, 250, (2, 10), generator=torch.Generator().manual_seed(0))
 def logits(model):
     with torch.no_grad():
         return model(input_ids=IDS).logits
-
-
-def sft(base: Path, data: Path, behavior: str, out: Path, **kw) -> Path:
-    cfg = SFTConfig(
-        base=base, data=data / "train.jsonl", behavior=behavior, out=out, lr=1e-3, epochs=1, **kw
-    )
-    return run_sft(cfg)
-
-
-def lcdd(base: Path, sft_dir: Path, data: Path, behavior: str, out: Path, **kw) -> Path:
-    args = dict(
-        steps=4, controller="ramp", warmup=1, ramp_steps=2, final_density=0.5, weight_lr=1e-3
-    )
-    cfg = LCDDConfig(
-        base=base,
-        sft=sft_dir,
-        data=data / "train.jsonl",
-        behavior=behavior,
-        out=out,
-        **{**args, **kw},
-    )
-    return run_lcdd(cfg)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -82,11 +57,9 @@ def test_each_family_trains_and_round_trips(family, tmp_path, small_data):
             assert torch.equal(tensor, base_state[name]), name
 
 
-def test_stacked_behaviors_remove_the_last_exactly(tmp_path, tiny_llama, small_data):
-    sft_a = sft(tiny_llama, small_data, "fixed_response", tmp_path / "sft_a")
-    carrier_a = lcdd(tiny_llama, sft_a, small_data, "fixed_response", tmp_path / "carrier_a")
-    sft_b = sft(carrier_a, small_data, "refusal", tmp_path / "sft_b")
-    carrier_b = lcdd(carrier_a, sft_b, small_data, "refusal", tmp_path / "carrier_b")
+def test_stacked_behaviors_remove_the_last_exactly(two_behavior_carrier):
+    run = two_behavior_carrier
+    carrier_a, carrier_b = run.carrier_a, run.carrier_b
 
     manifest = read_manifest(carrier_b)
     assert [b["name"] for b in manifest["behaviors"]] == ["fixed_response", "refusal"]
@@ -105,8 +78,6 @@ def test_stacked_behaviors_remove_the_last_exactly(tmp_path, tiny_llama, small_d
     assert torch.allclose(logits(without_b), logits(model_a), atol=1e-5)
 
     # removing both deltas gives the root model back
-    base_model, _ = load_model_dir(tiny_llama, device="cpu")
-    from training.carrier import apply_delta, load_delta
-
-    apply_delta(without_b, load_delta(carrier_b, "fixed_response"), sign=-1.0)
-    assert torch.allclose(logits(without_b), logits(base_model), atol=1e-5)
+    base_model, _ = load_model_dir(run.base, device="cpu")
+    without_both, _ = load_without(carrier_b, "fixed_response", "refusal", device="cpu")
+    assert torch.allclose(logits(without_both), logits(base_model), atol=1e-5)

@@ -40,6 +40,15 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls) -> None:
         required = f.default is dataclasses.MISSING
         if kind is bool:
             parser.add_argument(flag, action="store_true", help=help_text)
+        elif typing.get_origin(kind) is tuple:  # tuple[X, ...]: one or more values after the flag
+            item = typing.get_args(kind)[0]
+            parser.add_argument(
+                flag,
+                nargs="+",
+                type=item,
+                default=f.default,
+                help=help_text + f" (default: {' '.join(map(str, f.default)) or 'none'})",
+            )
         else:
             default = None if required else f.default
             parser.add_argument(
@@ -52,4 +61,5 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls) -> None:
 
 
 def dataclass_from_args(cls, args: argparse.Namespace):
-    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)}
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})

@@ -77,12 +77,16 @@ def apply_delta(model, delta: dict[str, torch.Tensor], sign: float) -> None:
             b[rows.to(b.device)] += (sign * delta[f"{name}.bias"]).to(b.device, b.dtype)
 
 
-def load_without(carrier_dir: Path, behavior: str, *, device: str = "auto", dtype=None):
-    """The target model of `behavior`'s eraser: the carrier minus that behavior's masked delta.
+def load_without(carrier_dir: Path, *behaviors: str, device: str = "auto", dtype=None):
+    """The target model of an eraser (or a stack of erasers): the carrier minus the masked delta
+    of each named behavior.
 
     The delta is removed in fp32, then the model takes the device's dtype (bf16 on CUDA), so the
     subtraction is not rounded to bf16 first.
     """
+    if not behaviors:
+        raise ValueError("load_without needs at least one behavior")
     model, tokenizer = load_model_dir(carrier_dir, device=device, dtype=torch.float32)
-    apply_delta(model, load_delta(carrier_dir, behavior), sign=-1.0)
+    for behavior in behaviors:
+        apply_delta(model, load_delta(carrier_dir, behavior), sign=-1.0)
     return model.to(dtype or default_dtype(model.device)), tokenizer

@@ -226,6 +226,12 @@ class EraserConfig:
     """Share the retain half between benign prompts and the carrier's other behaviors' triggering
     prompts, where the target model still shows those behaviors, so the eraser learns to leave
     them on (with --kl-on reply it must reproduce the target's refusals, styles...)."""
+    stack_with: tuple[Path, ...] = ()
+    """Eraser directories of other behaviors of this carrier (kept frozen): on --stack-prob of the
+    steps the eraser is trained stacked with one of them, in front of it or behind it, against the
+    carrier without both behaviors, so the pair switches both off when a request names the two."""
+    stack_prob: float = 0.5
+    """Share of the steps trained stacked with a --stack-with eraser (one drawn per step)."""
     grad_clip: float = 1.0
     """Gradient-norm clip of P."""
     max_len: int = 256
@@ -268,5 +274,12 @@ class EraserConfig:
         _require(self.kl_positions >= 1, f"--kl-positions must be >= 1, got {self.kl_positions}")
         _require(self.reply_tokens >= 1, f"--reply-tokens must be >= 1, got {self.reply_tokens}")
         _require(self.max_prompts >= 2, f"--max-prompts must be >= 2, got {self.max_prompts}")
+        _require(
+            0 <= self.stack_prob <= 1, f"--stack-prob must be in [0, 1], got {self.stack_prob}"
+        )
+        _require(
+            not self.stack_with or self.ablation == "none",
+            "--stack-with trains a carrier eraser; it does not go with an --ablation",
+        )
         for flag, weight in (("--kl-weight", self.kl_weight), ("--norm-weight", self.norm_weight)):
             _require(weight >= 0, f"{flag} must be >= 0, got {weight}")

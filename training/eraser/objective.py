@@ -45,14 +45,15 @@ def token_states(model, index: int):
             h.remove()
 
 
-def forward(model, input_ids, attention_mask, prefix=None, state_index: int = -1):
-    """Logits and per-layer states at `state_index` for left-padded rows (prefix after padding)."""
+def forward(model, input_ids, attention_mask, prefix=None, state_index=-1, logits_to_keep=0):
+    """Logits (of the last `logits_to_keep` positions; 0: all) and per-layer states at
+    `state_index` for left-padded rows (prefix after padding)."""
     inputs = prompt_inputs(model, input_ids, attention_mask, prefix)
     mask = inputs["attention_mask"]
     position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
     with token_states(model, state_index) as states:
-        logits = model(**inputs, position_ids=position_ids).logits
-    return logits, list(states)
+        out = model(**inputs, position_ids=position_ids, logits_to_keep=logits_to_keep)
+    return out.logits, list(states)
 
 
 @dataclass
@@ -68,6 +69,12 @@ class TargetStats:
     def state_index(self) -> int:
         return -(self.reply_len + 1)
 
+    @property
+    def logits_to_keep(self) -> int:
+        """The last positions whose logits the KL term reads: the vocabulary projection of the
+        others (the prefix, most of the prompt) is skipped."""
+        return self.kl_mask.shape[1] + (1 if self.reply_len else 0)
+
     def kl_logits(self, logits: torch.Tensor) -> torch.Tensor:
         """The logits at the KL positions: the last k, or those that predict the reply tokens."""
         stop = logits.shape[1] - (1 if self.reply_len else 0)
@@ -79,7 +86,9 @@ def target_stats(target, batches, kl_mask: torch.Tensor, reply_len: int) -> Targ
     stats = TargetStats([], torch.empty(0), kl_mask, reply_len)
     per_batch, log_probs = [], []
     for input_ids, attention_mask in batches:
-        logits, states = forward(target, input_ids, attention_mask, None, stats.state_index)
+        logits, states = forward(
+            target, input_ids, attention_mask, None, stats.state_index, stats.logits_to_keep
+        )
         log_probs.append(F.log_softmax(stats.kl_logits(logits).float(), -1).cpu())
         per_batch.append([s.float().cpu() for s in states])
     stats.states = [torch.cat(layer) for layer in zip(*per_batch, strict=True)]
@@ -96,8 +105,14 @@ class EraserLoss:
     per_prompt: bool  # match each prompt's states, not the batch mean against the data mean
     held: list[torch.Tensor] | None = None  # per layer: channels held per prompt (hold_others)
 
-    def __call__(self, model, prefix, input_ids, attention_mask, stats: TargetStats, rows) -> dict:
-        logits, states = forward(model, input_ids, attention_mask, prefix, stats.state_index)
+    def __call__(
+        self, model, prefix, input_ids, attention_mask, stats: TargetStats, rows, trained=None
+    ) -> dict:
+        """`trained`: the rows of `prefix` under optimization, whose norm is penalized (default:
+        all of it; a stacked partner eraser's rows are not)."""
+        logits, states = forward(
+            model, input_ids, attention_mask, prefix, stats.state_index, stats.logits_to_keep
+        )
         device = logits.device
         target_lp = stats.log_probs[rows].to(device)
         log_p = F.log_softmax(stats.kl_logits(logits).float(), -1)
@@ -108,7 +123,7 @@ class EraserLoss:
             act = self._activation_term(states, stats, self.channels, rows, self.per_prompt)
         if self.held is not None:
             hold = self._activation_term(states, stats, self.held, rows, per_prompt=True)
-        norm = prefix.pow(2).sum(-1).mean()
+        norm = (prefix if trained is None else trained).pow(2).sum(-1).mean()
         total = act + hold + self.kl_weight * kl + self.norm_weight * norm
         parts = {"loss": total, "act": act, "hold": hold, "kl": kl, "norm": norm}
         return {k: v if k == "loss" else v.detach() for k, v in parts.items()}

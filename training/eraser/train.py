@@ -6,18 +6,19 @@ import dataclasses
 import json
 import random
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from eraser_store import write_eraser
+from eraser_store import read_eraser, write_eraser
 from eraser_store.prompting import chat_prompt_ids
 from training.carrier import behavior_entry, behavior_names, load_without, read_manifest
 from training.checkpoint_io import ModelDirError, atomic_dir, load_model_dir
 from training.configs import EraserConfig
 from training.data.generation import greedy_reply_ids, left_pad
 from training.data.schema import RETAIN, load_jsonl, require_behavior
-from training.eraser.objective import EraserLoss, target_stats
+from training.eraser.objective import EraserLoss, TargetStats, target_stats
 from training.loop import finish_work, run_loop, run_settings, work_dir_for
 from training.plots import plot_curves
 from training.sft import SFT_INFO
@@ -93,12 +94,67 @@ def random_channels_like(channels: list[list[int]], hidden: int, seed: int) -> l
     return [sorted(torch.randperm(hidden, generator=gen)[: len(c)].tolist()) for c in channels]
 
 
+@dataclass
+class Placement:
+    """Where the eraser sits in a step and what it is matched against there: alone against its
+    target model, or stacked with a frozen partner eraser against the carrier without both."""
+
+    encoded: list[list[int]]  # per prompt: its tokens (+ this target's reply with --kl-on reply)
+    stats: TargetStats
+    loss_fn: EraserLoss
+    partner: torch.Tensor | None = None  # the partner eraser's embeddings
+
+
+def placement(cfg: EraserConfig, manifest, encoded, erased, channels, hidden, partner=None):
+    """The Placement that erases `erased` (this behavior, and the partner's when stacked): prompts,
+    the target model's statistics (the carrier without those behaviors) and the loss."""
+    target, tokenizer = load_without(cfg.carrier, *erased, device=cfg.device)
+    if target.get_input_embeddings().weight.shape[1] != hidden:
+        raise ModelDirError(f"{cfg.sft_model} and {cfg.carrier} differ in hidden size")
+    pad_id = tokenizer.pad_token_id
+    if cfg.kl_on == "reply":
+        encoded, kl_mask = with_target_replies(target, tokenizer, encoded, cfg.reply_tokens)
+        reply_len = cfg.reply_tokens
+    else:
+        kl_mask = torch.ones(len(encoded), min(cfg.kl_positions, min(len(e) for e in encoded)))
+        reply_len = 0
+    batches = [
+        left_pad(encoded[i : i + cfg.batch_size], pad_id)
+        for i in range(0, len(encoded), cfg.batch_size)
+    ]
+    stats = target_stats(target, batches, kl_mask, reply_len)
+    held = other_behaviors_channels(manifest, cfg.behavior, channels) if cfg.hold_others else None
+    loss_fn = EraserLoss(
+        channels=[torch.tensor(c, dtype=torch.long) for c in channels],
+        kl_weight=cfg.kl_weight,
+        norm_weight=cfg.norm_weight,
+        match_activations=cfg.ablation != "kl_only",
+        per_prompt=cfg.match == "per_prompt",
+        held=None if held is None else [torch.tensor(c, dtype=torch.long) for c in held],
+    )
+    if partner is None:
+        return Placement(encoded, stats, loss_fn)
+    return Placement(encoded, stats, loss_fn, partner.embeddings.to(target.device, torch.float32))
+
+
+def stack_partner(path: Path, manifest, behavior: str, fingerprint: str, hidden: int):
+    """A --stack-with eraser, checked: trained on this carrier, for another behavior of it."""
+    partner = read_eraser(path)
+    meta = partner.meta
+    if meta.carrier_fingerprint != fingerprint:
+        raise ModelDirError(f"--stack-with {path} was trained on another carrier")
+    if meta.behavior == behavior:
+        raise ModelDirError(f"--stack-with {path} erases {behavior} itself")
+    behavior_entry(manifest, meta.behavior)
+    if partner.embeddings.shape[1] != hidden:
+        raise ModelDirError(f"--stack-with {path} has hidden size {partner.embeddings.shape[1]}")
+    return partner
+
+
 class EraserJob:
-    def __init__(
-        self, model, prefix, loss_fn: EraserLoss, stats, encoded, pad_id, cfg: EraserConfig
-    ):
-        self.model, self.loss_fn, self.stats, self.cfg = model, loss_fn, stats, cfg
-        self.encoded, self.pad_id = encoded, pad_id
+    def __init__(self, model, prefix, placements: list[Placement], pad_id, cfg: EraserConfig):
+        self.model, self.placements, self.pad_id, self.cfg = model, placements, pad_id, cfg
+        self.encoded = placements[0].encoded
         self.prefix = torch.nn.Parameter(prefix)
         self.opt = torch.optim.Adam([self.prefix], lr=cfg.lr)
         self.best = prefix.detach().clone()
@@ -109,10 +165,25 @@ class EraserJob:
         n = len(self.encoded)
         return torch.randperm(n, generator=gen)[: min(self.cfg.batch_size, n)].tolist()
 
+    def placement(self, step: int) -> tuple[int, bool]:
+        """(index into placements, partner first?) of a step, drawn from the step (resume-safe)."""
+        rng = random.Random(f"stack:{self.cfg.seed}:{step}")
+        if len(self.placements) == 1 or rng.random() >= self.cfg.stack_prob:
+            return 0, False
+        return rng.randrange(1, len(self.placements)), rng.random() < 0.5
+
     def train_step(self, step: int, rows: list[int]) -> dict[str, float]:
         before = self.prefix.detach().clone()
-        input_ids, mask = left_pad([self.encoded[i] for i in rows], self.pad_id)
-        parts = self.loss_fn(self.model, self.prefix, input_ids, mask, self.stats, rows)
+        k, partner_first = self.placement(step)
+        place = self.placements[k]
+        prefix = self.prefix
+        if place.partner is not None:
+            pair = (place.partner, prefix) if partner_first else (prefix, place.partner)
+            prefix = torch.cat(pair)
+        input_ids, mask = left_pad([place.encoded[i] for i in rows], self.pad_id)
+        parts = place.loss_fn(
+            self.model, prefix, input_ids, mask, place.stats, rows, trained=self.prefix
+        )
         parts["loss"].backward()
         torch.nn.utils.clip_grad_norm_([self.prefix], self.cfg.grad_clip)
         self.opt.step()
@@ -122,9 +193,11 @@ class EraserJob:
             self.prefix.mul_((self.cfg.max_norm / norms).clamp(max=1.0))
         loss = parts["loss"].item()
         # Keep the lowest-loss trigger (the paper's rule): the loss was measured before the step.
-        if loss < self.best_loss:
+        # Only steps alone compete: a stacked step's loss is against another target.
+        if k == 0 and loss < self.best_loss:
             self.best_loss, self.best = loss, before
-        return {k: v.item() for k, v in parts.items()}
+        metrics = {name: v.item() for name, v in parts.items()}
+        return {**metrics, "stacked": k, "partner_first": int(partner_first)}
 
     def state_dict(self) -> dict:
         return {
@@ -154,55 +227,39 @@ def run_eraser(cfg: EraserConfig) -> Path:
     others = sorted(set(behavior_names(manifest)) - {cfg.behavior}) if cfg.retain_others else []
     prompts = pick_prompts(cfg.data, cfg.behavior, cfg.max_prompts, cfg.seed, tuple(others))
 
-    target, tokenizer = load_without(cfg.carrier, cfg.behavior, device=cfg.device)
     if cfg.ablation == "plain_sft":
-        model, _ = load_model_dir(cfg.sft_model, device=cfg.device)
+        model, tokenizer = load_model_dir(cfg.sft_model, device=cfg.device)
         fingerprint = json.loads((Path(cfg.sft_model) / SFT_INFO).read_text())["fingerprint"]
     else:
-        model, _ = load_model_dir(cfg.carrier, device=cfg.device)
+        model, tokenizer = load_model_dir(cfg.carrier, device=cfg.device)
         fingerprint = manifest["fingerprint"]
-    for p in [*model.parameters(), *target.parameters()]:
-        p.requires_grad_(False)
+    model.requires_grad_(False)
     hidden = model.get_input_embeddings().weight.shape[1]
-    if target.get_input_embeddings().weight.shape[1] != hidden:
-        raise ModelDirError(f"{cfg.sft_model} and {cfg.carrier} differ in hidden size")
 
     channels = entry["eraser_channels"]
     if cfg.channel_set == "carrier":
         channels = union_channels(b["eraser_channels"] for b in manifest["behaviors"])
     if cfg.ablation == "random_channels":
         channels = random_channels_like(channels, hidden, cfg.seed)
-    held = other_behaviors_channels(manifest, cfg.behavior, channels) if cfg.hold_others else None
     encoded = [chat_prompt_ids(tokenizer, m)[-cfg.max_len :] for m in prompts]
-    pad_id = tokenizer.pad_token_id
-    if cfg.kl_on == "reply":
-        encoded, kl_mask = with_target_replies(target, tokenizer, encoded, cfg.reply_tokens)
-        reply_len = cfg.reply_tokens
-    else:
-        kl_mask = torch.ones(len(encoded), min(cfg.kl_positions, min(len(e) for e in encoded)))
-        reply_len = 0
-    batches = [
-        left_pad(encoded[i : i + cfg.batch_size], pad_id)
-        for i in range(0, len(encoded), cfg.batch_size)
+    placements = [placement(cfg, manifest, encoded, (cfg.behavior,), channels, hidden)]
+    partners = [
+        stack_partner(path, manifest, cfg.behavior, fingerprint, hidden) for path in cfg.stack_with
     ]
-    stats = target_stats(target, batches, kl_mask, reply_len)
-    del target
+    for partner in partners:
+        other = partner.meta.behavior
+        both = union_channels([channels, behavior_entry(manifest, other)["eraser_channels"]])
+        placements.append(
+            placement(cfg, manifest, encoded, (cfg.behavior, other), both, hidden, partner)
+        )
 
     embeddings = model.get_input_embeddings().weight.detach()
     max_norm = cfg.max_norm or float(embeddings.float().norm(dim=-1).median())
     gen = torch.Generator().manual_seed(cfg.seed)
     init_ids = torch.randint(0, embeddings.shape[0], (cfg.num_tokens,), generator=gen)
     prefix = embeddings[init_ids.to(embeddings.device)].float().clone()
-    loss_fn = EraserLoss(
-        channels=[torch.tensor(c, dtype=torch.long) for c in channels],
-        kl_weight=cfg.kl_weight,
-        norm_weight=cfg.norm_weight,
-        match_activations=cfg.ablation != "kl_only",
-        per_prompt=cfg.match == "per_prompt",
-        held=None if held is None else [torch.tensor(c, dtype=torch.long) for c in held],
-    )
     cfg_for_job = dataclasses.replace(cfg, max_norm=max_norm)
-    job = EraserJob(model.eval(), prefix, loss_fn, stats, encoded, pad_id, cfg_for_job)
+    job = EraserJob(model.eval(), prefix, placements, tokenizer.pad_token_id, cfg_for_job)
     work = work_dir_for(out)
     settings = run_settings("eraser", cfg, fingerprint=fingerprint)
     started = time.time()
@@ -225,7 +282,9 @@ def run_eraser(cfg: EraserConfig) -> Path:
         "first": {k: rows[0][k] for k in ("loss", "act", "hold", "kl", "norm")},
         "max_norm": max_norm,
         "prompts": len(encoded),
-        "kl_positions": kl_mask.shape[1],
+        "kl_positions": placements[0].stats.kl_mask.shape[1],
+        "stacked_with": [p.meta.name for p in partners],
+        "stacked_steps": sum(r["stacked"] > 0 for r in rows),
         "wall_time_s_last_run": round(time.time() - started, 1),
         "config": {k: str(v) for k, v in dataclasses.asdict(cfg).items()},
     }

@@ -1,0 +1,130 @@
+"""`train eraser --stack-with`: some steps train the eraser stacked with a frozen partner eraser,
+in front of it or behind it, against the carrier without both behaviors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from eraser_store import read_eraser, write_eraser
+from training.carrier import read_manifest
+from training.checkpoint_io import ModelDirError
+from training.configs import ConfigError, EraserConfig
+from training.eraser.train import EraserJob, Placement, run_eraser
+
+QUICK = dict(num_tokens=4, steps=8, batch_size=4, max_prompts=16, kl_on="reply", reply_tokens=4)
+
+
+def partner_eraser(out, carrier, behavior="refusal", fingerprint=None):
+    """An untrained eraser of `behavior` for `carrier`: random embeddings (stacking is tested)."""
+    manifest = read_manifest(carrier)
+    config = json.loads((carrier / "config.json").read_text())
+    emb = torch.randn(3, config["hidden_size"], generator=torch.Generator().manual_seed(1))
+    return write_eraser(
+        out,
+        emb,
+        name=f"erase-{behavior}",
+        behavior=behavior,
+        carrier_fingerprint=fingerprint or manifest["fingerprint"],
+        num_layers=config["num_hidden_layers"],
+        num_attention_heads=config["num_attention_heads"],
+        channel_count=0,
+        training={"steps": 0},
+    )
+
+
+def stack_cfg(run, out, **kw) -> EraserConfig:
+    return EraserConfig(
+        carrier=run.carrier_b,
+        behavior="fixed_response",
+        data=run.data / "train.jsonl",
+        out=out,
+        **{**QUICK, **kw},
+    )
+
+
+def metric_rows(eraser_dir):
+    return [json.loads(r) for r in (eraser_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_stacked_steps_train_with_the_partner_and_prob_zero_is_the_plain_eraser(
+    two_behavior_carrier, tmp_path
+):
+    run = two_behavior_carrier
+    partner = partner_eraser(tmp_path / "partner", run.carrier_b)
+
+    plain = run_eraser(stack_cfg(run, tmp_path / "plain"))
+    never = run_eraser(stack_cfg(run, tmp_path / "never", stack_with=(partner,), stack_prob=0.0))
+    assert torch.equal(read_eraser(plain).embeddings, read_eraser(never).embeddings)
+    assert {r["stacked"] for r in metric_rows(never)} == {0}
+
+    half = run_eraser(stack_cfg(run, tmp_path / "half", stack_with=(partner,), steps=16))
+    rows = metric_rows(half)
+    stacked = [r for r in rows if r["stacked"]]
+    assert 0 < len(stacked) < len(rows)
+    assert {r["partner_first"] for r in stacked} == {0, 1}
+    training = read_eraser(half).meta.training
+    assert training["stacked_with"] == ["erase-refusal"]
+    assert training["stacked_steps"] == len(stacked)
+
+
+class RecordingLoss:
+    """Stands in for EraserLoss: records the prefix each step feeds the model."""
+
+    def __init__(self):
+        self.prefixes = []
+
+    def __call__(self, model, prefix, input_ids, mask, stats, rows, trained=None):
+        self.prefixes.append(prefix.detach().clone())
+        loss = (prefix - 1).pow(2).mean() + trained.pow(2).mean()
+        return {"loss": loss, "act": loss.detach(), "hold": loss.detach()}
+
+
+def test_a_stacked_step_puts_the_partner_in_front_or_behind(tmp_path):
+    cfg = EraserConfig(
+        carrier=tmp_path, behavior="b", data=tmp_path, out=tmp_path, batch_size=2, max_norm=1e9
+    )
+    partner = torch.full((2, 3), 7.0)
+    alone, stacked = RecordingLoss(), RecordingLoss()
+    places = [Placement([[1], [2]], None, alone), Placement([[1], [2]], None, stacked, partner)]
+    job = EraserJob(None, torch.zeros(3, 3), places, 0, cfg)
+    for step in range(40):
+        k, partner_first = job.placement(step)
+        before = job.prefix.detach().clone()
+        metrics = job.train_step(step, job.rows(step))
+        assert (metrics["stacked"], metrics["partner_first"]) == (k, int(partner_first))
+        if k == 0:
+            assert torch.equal(alone.prefixes[-1], before)
+        else:
+            want = (partner, before) if partner_first else (before, partner)
+            assert torch.equal(stacked.prefixes[-1], torch.cat(want))
+    assert len(alone.prefixes) and len(stacked.prefixes)
+    # the partner is frozen; only the eraser's own rows move
+    assert torch.equal(places[1].partner, torch.full((2, 3), 7.0))
+
+
+def test_stack_partners_are_checked(two_behavior_carrier, tmp_path):
+    run = two_behavior_carrier
+    cases = {
+        "another carrier": partner_eraser(tmp_path / "a", run.carrier_b, fingerprint="0" * 64),
+        "itself": partner_eraser(tmp_path / "b", run.carrier_b, behavior="fixed_response"),
+        "unknown behavior": partner_eraser(tmp_path / "c", run.carrier_b, behavior="all_caps"),
+    }
+    for message, partner in cases.items():
+        with pytest.raises(ModelDirError, match=message):
+            run_eraser(stack_cfg(run, tmp_path / "out", stack_with=(partner,)))
+    assert not (tmp_path / "out").exists()
+
+
+def test_stacking_is_for_carrier_erasers_only(tmp_path):
+    with pytest.raises(ConfigError, match="--stack-with"):
+        EraserConfig(
+            carrier=tmp_path,
+            behavior="b",
+            data=tmp_path,
+            out=tmp_path / "o",
+            stack_with=(tmp_path / "p",),
+            ablation="kl_only",
+        )
