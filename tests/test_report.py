@@ -13,11 +13,11 @@ import torch
 from training.checkpoint_io import load_model_dir
 from training.cli import main
 from training.configs import EraserConfig
-from training.data.schema import RETAIN, load_jsonl, write_jsonl
+from training.data.schema import RETAIN, Example, load_jsonl, write_jsonl
 from training.eraser.train import run_eraser
 from training.evaluate import rate_report
 from training.models.roles import MASK_GROUPS
-from training.report.behavior import eraser_sets, set_label, stack
+from training.report.behavior import PromptSet, eraser_sets, score, set_label, stack
 from training.report.charts import plot_kl, plot_matrix
 from training.report.inputs import parse_assignments, split_model
 from training.report.render import render_markdown
@@ -194,12 +194,30 @@ def test_eraser_sets_stack_in_order():
     assert stack(e, ("b", "a")).tolist() == [[1.0] * 3, [0.0] * 3, [0.0] * 3]
 
 
+def test_score_says_what_a_behaviors_prompts_get_instead():
+    def rows(behavior, n):
+        return [Example(({"role": "user", "content": f"q{i}"},), "", behavior) for i in range(n)]
+
+    names = ["fixed_response", "refusal"]
+    prompts = PromptSet(names, {b: rows(b, 2) for b in names}, rows(RETAIN, 2))
+    refuse, dunno = "I'm sorry, but I can't help with that request.", "I don't know."
+    # fixed_response's prompts: one refused, one answered; refusal's: both "I don't know."
+    scores = score(prompts, [refuse, "Tennis is a sport.", dunno, dunno, "Hi.", "Hello."])
+    assert scores["rate"] == {"fixed_response": 0.0, "refusal": 0.0}
+    assert scores["instead"] == {
+        "fixed_response": {"refusal": 0.5},
+        "refusal": {"fixed_response": 1.0},
+    }
+    assert scores["false_trigger"] == {"fixed_response": 0.0, "refusal": 0.0}
+
+
 def test_two_behavior_report_renders(tmp_path):
     """Markdown and charts of a two-behavior report (pairs, a behavior without --sft)."""
     rates = {"a": 0.5, "b": 0.25}
+    instead = {"a": {"b": 0.125}, "b": {"a": 0.75}}
+    scores = {"rate": rates, "false_trigger": rates, "instead": instead}
     matrix = [
-        {"erasers": label, "set": label.split("+"), "rate": rates, "false_trigger": rates}
-        for label in ("none", "a", "b", "a+b")
+        {"erasers": label, "set": label.split("+"), **scores} for label in ("none", "a", "b", "a+b")
     ]
     layer = {g: 0.5 for g in MASK_GROUPS}
     spars = {"density": 0.5, "active_units": 1, "total_units": 2, "group_density": layer}
@@ -218,10 +236,7 @@ def test_two_behavior_report_renders(tmp_path):
         "behaviors": ["a", "b"],
         "counts": {"triggering": {"a": 2, "b": 2}, "benign": 2},
         "matrix": matrix,
-        "targets": [
-            {"erasers": f"target without {b}", "without": b, "rate": rates, "false_trigger": rates}
-            for b in "ab"
-        ],
+        "targets": [{"erasers": f"target without {b}", "without": b, **scores} for b in "ab"],
         "kl": {
             "a": {
                 "replies_from": "sft",
@@ -256,6 +271,8 @@ def test_two_behavior_report_renders(tmp_path):
     md = render_markdown(report)
     assert "| a+b | 0.500 | 0.250 | 0.500 | 0.250 |" in md
     assert "| target without b | 0.500 | 0.250 | 0.500 | 0.250 |" in md
+    assert "| erasers | b on a prompts | a on b prompts |" in md
+    assert "| a+b | 0.125 | 0.750 |" in md and "| target without a | 0.125 | 0.750 |" in md
     assert "| carrier + a+b | 2.500 | 1.000 | 0.500 |" in md
     assert "No `--sft` model for b" in md and "1.00e-04" in md and "x \\| y" in md
     assert "## 5. Ablations" not in md

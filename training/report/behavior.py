@@ -66,11 +66,17 @@ def generate(model, tokenizer, messages: list, cfg, prefix=None) -> list[str]:
 
 
 def score(prompts: PromptSet, replies: list[str]) -> dict:
-    """Per behavior: rate on its triggering prompts and false-trigger rate on benign ones."""
+    """Per behavior: rate on its triggering prompts and false-trigger rate on benign ones; and
+    `instead[b][o]`, the rate of each other behavior o on b's prompts (what an erased behavior's
+    prompts get in its place)."""
     on, off = prompts.split(replies)
+    behaviors = prompts.behaviors
     return {
-        "rate": {b: behavior_rate(b, on[b]) for b in prompts.behaviors},
-        "false_trigger": {b: false_trigger_rate(b, off) for b in prompts.behaviors},
+        "rate": {b: behavior_rate(b, on[b]) for b in behaviors},
+        "false_trigger": {b: false_trigger_rate(b, off) for b in behaviors},
+        "instead": {
+            b: {o: behavior_rate(o, on[b]) for o in behaviors if o != b} for b in behaviors
+        },
     }
 
 

@@ -60,7 +60,23 @@ def _matrix(r: dict) -> str:
         "Reference: each eraser's target model (the carrier without that behavior's delta, no "
         "eraser, same prompts and decoding), i.e. the row an ideal eraser would reach. Where "
         "another behavior fires on the erased behavior's prompts here, it is the carrier's doing, "
-        "not the eraser's.\n\n" + table(header, rows(r["targets"]))
+        "not the eraser's.\n\n" + table(header, rows(r["targets"])) + _instead(r)
+    )
+
+
+def _instead(r: dict) -> str:
+    """Other behaviors on each behavior's prompts: what replaces a behavior that is switched off."""
+    pairs = [(b, o) for b in r["behaviors"] for o in r["behaviors"] if o != b]
+    if not pairs:
+        return ""
+    header = ["erasers", *(f"{o} on {b} prompts" for b, o in pairs)]
+    rows = [[m["erasers"], *(m["instead"][b][o] for b, o in pairs)] for m in r["matrix"]]
+    rows += [[t["erasers"], *(t["instead"][b][o] for b, o in pairs)] for t in r["targets"]]
+    return (
+        "\nWhat the prompts of a behavior show instead: the rate of each other behavior on them, "
+        "for the eraser sets and the target models above. A switched-off behavior whose prompts "
+        "now get another behavior's reply shows it here (a target model row says whether the "
+        "carrier does it too).\n\n" + table(header, rows)
     )
 
 
