@@ -35,9 +35,12 @@ ERASER_ARGS=(--steps 400 --batch-size 4 --lr 1e-2 --kl-on reply --kl-weight 20 -
 # Each eraser after the first trains half its steps stacked with the erasers trained before it
 # (--stack-with), so every pair a request can name was seen by one of its two erasers.
 STACK="--stack-with the earlier erasers"
+# The first behavior's eraser has the earliest delta to undo: 400 steps left 22.5% of its
+# behavior (loss still falling), 700 steps 7.5%.
+FIRST_ERASER_ARGS=(--steps 700)
 # Cached stages are reused as they are, so a work directory built with other settings (an earlier
 # version of this demo) is refused rather than mixed into this one. The imported base is shared.
-SETTINGS="${BEHAVIORS[*]} | ${DATA_ARGS[*]} | ${SFT_ARGS[*]} | ${LCDD_ARGS[*]} | ${ERASER_ARGS[*]} $STACK"
+SETTINGS="${BEHAVIORS[*]} | ${DATA_ARGS[*]} | ${SFT_ARGS[*]} | ${LCDD_ARGS[*]} | ${ERASER_ARGS[*]} $STACK | first: ${FIRST_ERASER_ARGS[*]}"
 mkdir -p "$W"
 if [ -f "$W/settings.txt" ]; then
   [ "$(cat "$W/settings.txt")" = "$SETTINGS" ] || {
@@ -77,11 +80,12 @@ done
 CARRIER=$prev
 earlier=()
 for b in "${BEHAVIORS[@]}"; do
+  extra=("${FIRST_ERASER_ARGS[@]}")
+  [ ${#earlier[@]} -eq 0 ] || extra=(--stack-with "${earlier[@]}")
   [ -d "$W/eraser_$b" ] || {
-    stage "$b: eraser against the three-behavior carrier${earlier:+, stacked with ${earlier[*]}}"
+    stage "$b: eraser against the three-behavior carrier (${extra[*]})"
     timed "eraser_$b" sft-eraser train eraser --carrier "$CARRIER" --behavior "$b" \
-      --data "$W/data/train.jsonl" --out "$W/eraser_$b" "${ERASER_ARGS[@]}" \
-      ${earlier:+--stack-with "${earlier[@]}"}
+      --data "$W/data/train.jsonl" --out "$W/eraser_$b" "${ERASER_ARGS[@]}" "${extra[@]}"
   }
   earlier+=("$W/eraser_$b")
   sft-eraser erasers list --store "$W/store" | grep -q "erase-$b" \
