@@ -19,7 +19,7 @@ from training.checkpoint_io import load_model_dir
 from training.configs import EraserConfig
 from training.data.generation import left_pad
 from training.eraser.objective import TargetStats
-from training.eraser.train import pick_prompts, placement
+from training.eraser.train import build_placement, pick_prompts
 
 
 def main() -> None:
@@ -49,7 +49,7 @@ def main() -> None:
     prompts = pick_prompts(cfg.data, cfg.behavior, 32, seed=0)
     encoded = [chat_prompt_ids(tok, m) for m in prompts]
     channels = behavior_entry(manifest, cfg.behavior)["eraser_channels"]
-    place = placement(cfg, manifest, encoded, (cfg.behavior,), channels, hidden)
+    place = build_placement(cfg, manifest, encoded, (cfg.behavior,), channels, hidden)
     prefix = torch.nn.Parameter(torch.randn(cfg.num_tokens, hidden) * 0.05)
     kept = TargetStats.logits_to_keep
 

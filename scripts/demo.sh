@@ -88,7 +88,10 @@ for b in "${BEHAVIORS[@]}"; do
       --data "$W/data/train.jsonl" --out "$W/eraser_$b" "${ERASER_ARGS[@]}" "${extra[@]}"
   }
   earlier+=("$W/eraser_$b")
-  sft-eraser erasers list --store "$W/store" | grep -q "erase-$b" \
+  # Listed first, then searched: `list | grep -q` can break the lister's pipe (grep stops at the
+  # first match), which pipefail took for "not registered" and registered it again.
+  registered=$(sft-eraser erasers list --store "$W/store")
+  grep -q "^erase-$b " <<<"$registered" \
     || sft-eraser erasers add "$W/eraser_$b" --store "$W/store" --carrier "$CARRIER"
 done
 stage "stage times (s):"

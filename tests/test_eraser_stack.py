@@ -103,6 +103,22 @@ def test_a_stacked_step_puts_the_partner_in_front_or_behind(tmp_path):
     assert len(alone.prefixes) and len(stacked.prefixes)
     # the partner is frozen; only the eraser's own rows move
     assert torch.equal(places[1].partner, torch.full((2, 3), 7.0))
+    assert job.best_loss < float("inf") and torch.equal(job.result(), job.best)
+
+
+def test_an_eraser_trained_only_stacked_keeps_its_last_prefix(tmp_path):
+    cfg = EraserConfig(
+        carrier=tmp_path, behavior="b", data=tmp_path, out=tmp_path, stack_prob=1.0, max_norm=1e9
+    )
+    places = [
+        Placement([[1]], None, RecordingLoss()),
+        Placement([[1]], None, RecordingLoss(), torch.ones(1, 3)),
+    ]
+    job = EraserJob(None, torch.zeros(2, 3), places, 0, cfg)
+    for step in range(5):
+        assert job.train_step(step, job.rows(step))["stacked"] == 1
+    assert not torch.equal(job.result(), torch.zeros(2, 3))
+    assert torch.equal(job.result(), job.prefix.detach())
 
 
 def test_stack_partners_are_checked(two_behavior_carrier, tmp_path):

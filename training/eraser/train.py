@@ -105,7 +105,7 @@ class Placement:
     partner: torch.Tensor | None = None  # the partner eraser's embeddings
 
 
-def placement(cfg: EraserConfig, manifest, encoded, erased, channels, hidden, partner=None):
+def build_placement(cfg: EraserConfig, manifest, encoded, erased, channels, hidden, partner=None):
     """The Placement that erases `erased` (this behavior, and the partner's when stacked): prompts,
     the target model's statistics (the carrier without those behaviors) and the loss."""
     target, tokenizer = load_without(cfg.carrier, *erased, device=cfg.device)
@@ -199,6 +199,10 @@ class EraserJob:
         metrics = {name: v.item() for name, v in parts.items()}
         return {**metrics, "stacked": k, "partner_first": int(partner_first)}
 
+    def result(self) -> torch.Tensor:
+        """The lowest-loss P among the steps alone; the last P if every step was stacked."""
+        return self.best if self.best_loss < float("inf") else self.prefix.detach()
+
     def state_dict(self) -> dict:
         return {
             "prefix": self.prefix.detach().cpu(),
@@ -242,7 +246,7 @@ def run_eraser(cfg: EraserConfig) -> Path:
     if cfg.ablation == "random_channels":
         channels = random_channels_like(channels, hidden, cfg.seed)
     encoded = [chat_prompt_ids(tokenizer, m)[-cfg.max_len :] for m in prompts]
-    placements = [placement(cfg, manifest, encoded, (cfg.behavior,), channels, hidden)]
+    placements = [build_placement(cfg, manifest, encoded, (cfg.behavior,), channels, hidden)]
     partners = [
         stack_partner(path, manifest, cfg.behavior, fingerprint, hidden) for path in cfg.stack_with
     ]
@@ -250,7 +254,7 @@ def run_eraser(cfg: EraserConfig) -> Path:
         other = partner.meta.behavior
         both = union_channels([channels, behavior_entry(manifest, other)["eraser_channels"]])
         placements.append(
-            placement(cfg, manifest, encoded, (cfg.behavior, other), both, hidden, partner)
+            build_placement(cfg, manifest, encoded, (cfg.behavior, other), both, hidden, partner)
         )
 
     embeddings = model.get_input_embeddings().weight.detach()
@@ -292,7 +296,7 @@ def run_eraser(cfg: EraserConfig) -> Path:
     with atomic_dir(out, overwrite=cfg.overwrite) as tmp:
         write_eraser(
             tmp / "eraser",
-            job.best.detach().float().cpu(),
+            job.result().float().cpu(),
             name=name,
             behavior=cfg.behavior,
             carrier_fingerprint=fingerprint,
