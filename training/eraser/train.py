@@ -245,11 +245,12 @@ def run_eraser(cfg: EraserConfig) -> Path:
         channels = union_channels(b["eraser_channels"] for b in manifest["behaviors"])
     if cfg.ablation == "random_channels":
         channels = random_channels_like(channels, hidden, cfg.seed)
-    encoded = [chat_prompt_ids(tokenizer, m)[-cfg.max_len :] for m in prompts]
-    placements = [build_placement(cfg, manifest, encoded, (cfg.behavior,), channels, hidden)]
+    # Partners are checked before any target model is built, so a wrong one fails at once.
     partners = [
         stack_partner(path, manifest, cfg.behavior, fingerprint, hidden) for path in cfg.stack_with
     ]
+    encoded = [chat_prompt_ids(tokenizer, m)[-cfg.max_len :] for m in prompts]
+    placements = [build_placement(cfg, manifest, encoded, (cfg.behavior,), channels, hidden)]
     for partner in partners:
         other = partner.meta.behavior
         both = union_channels([channels, behavior_entry(manifest, other)["eraser_channels"]])

@@ -70,8 +70,10 @@ def _instead(r: dict) -> str:
     if not pairs:
         return ""
     header = ["erasers", *(f"{o} on {b} prompts" for b, o in pairs)]
-    rows = [[m["erasers"], *(m["instead"][b][o] for b, o in pairs)] for m in r["matrix"]]
-    rows += [[t["erasers"], *(t["instead"][b][o] for b, o in pairs)] for t in r["targets"]]
+    rows = [
+        [m["erasers"], *(m["instead"][b][o] for b, o in pairs)]
+        for m in [*r["matrix"], *r["targets"]]
+    ]
     return (
         "\nWhat the prompts of a behavior show instead: the rate of each other behavior on them, "
         "for the eraser sets and the target models above. A switched-off behavior whose prompts "
