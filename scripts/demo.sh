@@ -35,12 +35,14 @@ ERASER_ARGS=(--steps 400 --batch-size 4 --lr 1e-2 --kl-on reply --kl-weight 20 -
 # Each eraser after the first trains half its steps stacked with the erasers trained before it
 # (--stack-with), so every pair a request can name was seen by one of its two erasers.
 STACK="--stack-with the earlier erasers"
-# The first behavior's eraser has the earliest delta to undo: 400 steps left 22.5% of its
-# behavior (loss still falling), 700 steps 7.5%.
-FIRST_ERASER_ARGS=(--steps 700)
+# The carrier's first behavior has the earliest delta to undo: its eraser needs 700 steps (400
+# left 22.5% of it, loss still falling), and trained first (never stacked) its pairs kept 20-67.5%
+# of a behavior. So it is trained last, stacked with both others.
+ERASER_ORDER=(refusal all_caps fixed_response)
+LAST_ERASER_ARGS=(--steps 700)
 # Cached stages are reused as they are, so a work directory built with other settings (an earlier
 # version of this demo) is refused rather than mixed into this one. The imported base is shared.
-SETTINGS="${BEHAVIORS[*]} | ${DATA_ARGS[*]} | ${SFT_ARGS[*]} | ${LCDD_ARGS[*]} | ${ERASER_ARGS[*]} $STACK | first: ${FIRST_ERASER_ARGS[*]}"
+SETTINGS="${BEHAVIORS[*]} | ${DATA_ARGS[*]} | ${SFT_ARGS[*]} | ${LCDD_ARGS[*]} | ${ERASER_ARGS[*]} $STACK | order: ${ERASER_ORDER[*]} | last: ${LAST_ERASER_ARGS[*]}"
 mkdir -p "$W"
 if [ -f "$W/settings.txt" ]; then
   [ "$(cat "$W/settings.txt")" = "$SETTINGS" ] || {
@@ -79,9 +81,10 @@ for b in "${BEHAVIORS[@]}"; do
 done
 CARRIER=$prev
 earlier=()
-for b in "${BEHAVIORS[@]}"; do
-  extra=("${FIRST_ERASER_ARGS[@]}")
+for b in "${ERASER_ORDER[@]}"; do
+  extra=()
   [ ${#earlier[@]} -eq 0 ] || extra=(--stack-with "${earlier[@]}")
+  [ "$b" != "${ERASER_ORDER[-1]}" ] || extra+=("${LAST_ERASER_ARGS[@]}")
   [ -d "$W/eraser_$b" ] || {
     stage "$b: eraser against the three-behavior carrier (${extra[*]})"
     timed "eraser_$b" sft-eraser train eraser --carrier "$CARRIER" --behavior "$b" \

@@ -144,7 +144,7 @@ def demo_flag_arrays() -> dict[str, list[str]]:
     """The stage flags `scripts/demo.sh` passes, read by bash from the script itself."""
     text = (Path(__file__).parents[1] / "scripts" / "demo.sh").read_text()
     settings = text[text.index("BEHAVIORS=(") : text.index("SETTINGS=")]
-    names = ("DATA_ARGS", "SFT_ARGS", "LCDD_ARGS", "ERASER_ARGS", "FIRST_ERASER_ARGS")
+    names = ("DATA_ARGS", "SFT_ARGS", "LCDD_ARGS", "ERASER_ARGS", "LAST_ERASER_ARGS")
     show = "".join(f'printf "%s\\0" {n} "${{{n}[@]}}" ""; ' for n in names)
     out = subprocess.run(
         ["bash", "-c", settings + show], capture_output=True, text=True, check=True
@@ -168,8 +168,8 @@ def test_the_demo_flags_are_valid_settings():
         "LCDD_ARGS": (["train", "carrier", "--base", "b", "--sft", "s", *need], LCDDConfig),
         "ERASER_ARGS": (["train", "eraser", "--carrier", "c", *need], EraserConfig),
     }
-    arrays["FIRST_ERASER_ARGS"] = arrays["ERASER_ARGS"] + arrays["FIRST_ERASER_ARGS"]
-    commands["FIRST_ERASER_ARGS"] = commands["ERASER_ARGS"]
+    arrays["LAST_ERASER_ARGS"] = arrays["ERASER_ARGS"] + arrays["LAST_ERASER_ARGS"]
+    commands["LAST_ERASER_ARGS"] = commands["ERASER_ARGS"]
     for name, (command, config) in commands.items():
         dataclass_from_args(config, build_parser().parse_args(command + arrays[name]))
     data = ["data", "make", "--model", "m", "--out", "o", "--behaviors", "x"]
