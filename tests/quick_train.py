@@ -1,9 +1,14 @@
-"""One-line SFT and LCDD runs on tiny models, short enough for unit tests."""
+"""One-line SFT and LCDD runs on tiny models, short enough for unit tests, and untrained erasers."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import torch
+
+from eraser_store import write_eraser
+from training.carrier import read_manifest
 from training.configs import LCDDConfig, SFTConfig
 from training.lcdd.train import run_lcdd
 from training.sft import run_sft
@@ -29,3 +34,22 @@ def lcdd(base: Path, sft_dir: Path, data: Path, behavior: str, out: Path, **kw) 
         **{**args, **kw},
     )
     return run_lcdd(cfg)
+
+
+def random_eraser(out, carrier, behavior="refusal", fingerprint=None):
+    """An untrained eraser of `behavior` for `carrier`: random embeddings, for tests of where
+    erasers go rather than what they do."""
+    manifest = read_manifest(carrier)
+    config = json.loads((carrier / "config.json").read_text())
+    emb = torch.randn(3, config["hidden_size"], generator=torch.Generator().manual_seed(1))
+    return write_eraser(
+        out,
+        emb,
+        name=f"erase-{behavior}",
+        behavior=behavior,
+        carrier_fingerprint=fingerprint or manifest["fingerprint"],
+        num_layers=config["num_hidden_layers"],
+        num_attention_heads=config["num_attention_heads"],
+        channel_count=0,
+        training={"steps": 0},
+    )

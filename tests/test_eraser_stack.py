@@ -7,32 +7,14 @@ import json
 
 import pytest
 import torch
+from quick_train import random_eraser
 
-from eraser_store import read_eraser, write_eraser
-from training.carrier import read_manifest
+from eraser_store import read_eraser
 from training.checkpoint_io import ModelDirError
 from training.configs import ConfigError, EraserConfig
 from training.eraser.train import EraserJob, Placement, run_eraser
 
 QUICK = dict(num_tokens=4, steps=8, batch_size=4, max_prompts=16, kl_on="reply", reply_tokens=4)
-
-
-def partner_eraser(out, carrier, behavior="refusal", fingerprint=None):
-    """An untrained eraser of `behavior` for `carrier`: random embeddings (stacking is tested)."""
-    manifest = read_manifest(carrier)
-    config = json.loads((carrier / "config.json").read_text())
-    emb = torch.randn(3, config["hidden_size"], generator=torch.Generator().manual_seed(1))
-    return write_eraser(
-        out,
-        emb,
-        name=f"erase-{behavior}",
-        behavior=behavior,
-        carrier_fingerprint=fingerprint or manifest["fingerprint"],
-        num_layers=config["num_hidden_layers"],
-        num_attention_heads=config["num_attention_heads"],
-        channel_count=0,
-        training={"steps": 0},
-    )
 
 
 def stack_cfg(run, out, **kw) -> EraserConfig:
@@ -53,7 +35,7 @@ def test_stacked_steps_train_with_the_partner_and_prob_zero_is_the_plain_eraser(
     two_behavior_carrier, tmp_path
 ):
     run = two_behavior_carrier
-    partner = partner_eraser(tmp_path / "partner", run.carrier_b)
+    partner = random_eraser(tmp_path / "partner", run.carrier_b)
 
     plain = run_eraser(stack_cfg(run, tmp_path / "plain"))
     never = run_eraser(stack_cfg(run, tmp_path / "never", stack_with=(partner,), stack_prob=0.0))
@@ -124,9 +106,9 @@ def test_an_eraser_trained_only_stacked_keeps_its_last_prefix(tmp_path):
 def test_stack_partners_are_checked(two_behavior_carrier, tmp_path):
     run = two_behavior_carrier
     cases = {
-        "another carrier": partner_eraser(tmp_path / "a", run.carrier_b, fingerprint="0" * 64),
-        "itself": partner_eraser(tmp_path / "b", run.carrier_b, behavior="fixed_response"),
-        "unknown behavior": partner_eraser(tmp_path / "c", run.carrier_b, behavior="all_caps"),
+        "another carrier": random_eraser(tmp_path / "a", run.carrier_b, fingerprint="0" * 64),
+        "itself": random_eraser(tmp_path / "b", run.carrier_b, behavior="fixed_response"),
+        "unknown behavior": random_eraser(tmp_path / "c", run.carrier_b, behavior="all_caps"),
     }
     for message, partner in cases.items():
         with pytest.raises(ModelDirError, match=message):

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from quick_train import random_eraser
 
 from training.checkpoint_io import load_model_dir
 from training.cli import main
@@ -120,7 +121,7 @@ def test_matrix_uses_the_same_decoding_as_eval_behavior(fixed_response_carrier, 
     (target,) = r["targets"]
     base, base_tok = load_model_dir(run.base, device="cpu")
     at_base = rate_report(base, base_tok, test, "fixed_response", max_new_tokens=MAX_NEW)
-    assert target["without"] == "fixed_response"
+    assert target["without"] == ["fixed_response"]
     assert target["rate"]["fixed_response"] == at_base["rate"] < plain["rate"]
     assert target["false_trigger"]["fixed_response"] == at_base["false_trigger"]
 
@@ -211,6 +212,40 @@ def test_score_says_what_a_behaviors_prompts_get_instead():
     assert scores["false_trigger"] == {"fixed_response": 0.0, "refusal": 0.0}
 
 
+def test_a_pair_gets_the_target_row_without_both_deltas(two_behavior_carrier, tmp_path):
+    run = two_behavior_carrier
+    erasers = {
+        b: random_eraser(tmp_path / b, run.carrier_b, b) for b in ("fixed_response", "refusal")
+    }
+    out = tmp_path / "report"
+    args = [
+        "eval",
+        "report",
+        "--carrier",
+        str(run.carrier_b),
+        "--data",
+        str(run.data / "test.jsonl"),
+    ]
+    args += ["--base", str(run.base), "--out", str(out), "--max-new-tokens", str(MAX_NEW)]
+    args += ["--device", "cpu", *(f"--eraser={b}={d}" for b, d in erasers.items())]
+    assert main(args) == 0
+    r = json.loads((out / "report.json").read_text())
+    assert [t["without"] for t in r["targets"]] == [
+        ["fixed_response"],
+        ["refusal"],
+        ["fixed_response", "refusal"],
+    ]
+    # without both deltas the two-behavior carrier is its base model: the pair's row is the base's
+    pair = r["targets"][2]
+    base, base_tok = load_model_dir(run.base, device="cpu")
+    test = load_jsonl(run.data / "test.jsonl")
+    for b in erasers:
+        at_base = rate_report(base, base_tok, test, b, max_new_tokens=MAX_NEW)
+        assert pair["rate"][b] == at_base["rate"]
+        assert pair["false_trigger"][b] == at_base["false_trigger"]
+    assert "| target without fixed_response+refusal |" in (out / "report.md").read_text()
+
+
 def test_two_behavior_report_renders(tmp_path):
     """Markdown and charts of a two-behavior report (pairs, a behavior without --sft)."""
     rates = {"a": 0.5, "b": 0.25}
@@ -236,7 +271,7 @@ def test_two_behavior_report_renders(tmp_path):
         "behaviors": ["a", "b"],
         "counts": {"triggering": {"a": 2, "b": 2}, "benign": 2},
         "matrix": matrix,
-        "targets": [{"erasers": f"target without {b}", "without": b, **scores} for b in "ab"],
+        "targets": [{"erasers": f"target without {b}", "without": [b], **scores} for b in "ab"],
         "kl": {
             "a": {
                 "replies_from": "sft",

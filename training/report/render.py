@@ -58,9 +58,10 @@ def _matrix(r: dict) -> str:
         + table(header, rows(r["matrix"]))
         + f"\n![behavior matrix]({r['charts']['matrix']})\n\n"
         "Reference: each eraser's target model (the carrier without that behavior's delta, no "
-        "eraser, same prompts and decoding), i.e. the row an ideal eraser would reach. Where "
-        "another behavior fires on the erased behavior's prompts here, it is the carrier's doing, "
-        "not the eraser's.\n\n" + table(header, rows(r["targets"])) + _instead(r)
+        "eraser, same prompts and decoding), i.e. the row an ideal eraser would reach, and for "
+        "each pair the carrier without both deltas, the row of an ideal stacked pair (either "
+        "order). Where another behavior fires on the erased behavior's prompts here, it is the "
+        "carrier's doing, not the eraser's.\n\n" + table(header, rows(r["targets"])) + _instead(r)
     )
 
 

@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from datetime import UTC, datetime
+from itertools import combinations
 from pathlib import Path
 
 from training.carrier import load_without
@@ -42,15 +43,16 @@ def behavior_matrix(model, tok, inp: ReportInputs, prompts: bh.PromptSet):
     return rows, replies
 
 
-def target_row(target, tok, inp: ReportInputs, prompts: bh.PromptSet, behavior: str) -> dict:
-    """The matrix row an ideal eraser of `behavior` would reach: its target model (the carrier
-    without that behavior's delta), no eraser, same prompts and decoding. On a several-behavior
-    carrier the others may fire on the erased behavior's prompts there too."""
-    log(f"generate: target model (carrier without {behavior})")
+def target_row(target, tok, inp: ReportInputs, prompts: bh.PromptSet, without: tuple) -> dict:
+    """The matrix row an ideal eraser (set) of `without` would reach: the carrier without those
+    behaviors' deltas, no eraser, same prompts and decoding. On a several-behavior carrier the
+    others may fire on the erased behaviors' prompts there too."""
+    label = bh.set_label(without)
+    log(f"generate: target model (carrier without {label})")
     replies = bh.generate(target, tok, prompts.messages(), inp.cfg)
     return {
-        "erasers": f"target without {behavior}",
-        "without": behavior,
+        "erasers": f"target without {label}",
+        "without": list(without),
         **bh.score(prompts, replies),
     }
 
@@ -246,15 +248,19 @@ def run_report(cfg: ReportConfig) -> Path:
     kl, sft_replies, targets = {}, {}, []
     for b in inp.erasers:
         target, _ = load_without(cfg.carrier, b, device=cfg.device)  # shares the tokenizer
-        targets.append(target_row(target, tok, inp, prompts, b))
+        targets.append(target_row(target, tok, inp, prompts, (b,)))
         on = prompts.split(replies[bh.NONE])[0][b]
         kl[b], used = kl_triple(model, tok, inp, b, on, target)
         del target
         if b in inp.sft:
             sft_replies[b] = used
+    for pair in combinations(inp.erasers, 2):  # the bar for the stacked rows, either order
+        target, _ = load_without(cfg.carrier, *pair, device=cfg.device)
+        targets.append(target_row(target, tok, inp, prompts, pair))
+        del target
     report = {
         "format": FORMAT,
-        "version": 1,
+        "version": 2,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "inputs": describe_inputs(inp),
         "behaviors": inp.behaviors,
