@@ -47,9 +47,9 @@ def main() -> None:
     model.requires_grad_(False)
     hidden = model.config.hidden_size
     prompts = pick_prompts(cfg.data, cfg.behavior, 32, seed=0)
-    encoded = [chat_prompt_ids(tok, m) for m in prompts]
+    encoded = [(g, chat_prompt_ids(tok, m)) for g, m in prompts]
     channels = behavior_entry(manifest, cfg.behavior)["eraser_channels"]
-    place = build_placement(cfg, manifest, encoded, (cfg.behavior,), channels, hidden)
+    place = build_placement(cfg, manifest, encoded, (cfg.behavior,), channels, hidden, model)
     prefix = torch.nn.Parameter(torch.randn(cfg.num_tokens, hidden) * 0.05)
     kept = TargetStats.logits_to_keep
 

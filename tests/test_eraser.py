@@ -7,6 +7,7 @@ import dataclasses
 import re
 
 import pytest
+import torch
 
 from eraser_store import EraserRefused, EraserStore, carrier_ref, read_eraser
 from training.checkpoint_io import load_model_dir
@@ -182,8 +183,10 @@ def test_retain_others_shares_the_retain_half_with_the_other_behaviors(tmp_path)
     )
 
     def counts(**kw):
-        picked = [m[-1]["content"].split()[0] for m in pick_prompts(data, "a", 24, seed=1, **kw)]
-        return {b: picked.count(b) for b in ("a", RETAIN, "b", "c")}
+        picked = pick_prompts(data, "a", 24, seed=1, **kw)
+        assert all(m[-1]["content"].split()[0] == group for group, m in picked)
+        groups = [group for group, _ in picked]
+        return {b: groups.count(b) for b in ("a", RETAIN, "b", "c")}
 
     # The paper's split: half benign (only 2 rows here), the behavior's prompts fill the rest, each
     # prompt once.
@@ -213,6 +216,7 @@ def test_equal_shares_give_a_small_groups_unused_share_to_the_others():
         ("kl_weight", -1.0),
         ("norm_weight", -0.5),
         ("stack_prob", 1.5),
+        ("others_reference", "base"),
     ],
 )
 def test_eraser_config_refuses_bad_values(tmp_path, field, value):
@@ -237,10 +241,71 @@ def reply_stats(run, reply_tokens=6):
 
     target, tok = load_without(run.carrier, "fixed_response", device="cpu")
     prompts = pick_prompts(run.data / "train.jsonl", "fixed_response", 8, seed=0)
-    encoded = [chat_prompt_ids(tok, m) for m in prompts]
+    encoded = [chat_prompt_ids(tok, m) for _, m in prompts]
     rows, kl_mask = with_target_replies(target, tok, encoded, reply_tokens)
     stats = target_stats(target, [left_pad(rows, tok.pad_token_id)], kl_mask, reply_tokens)
     return target, tok, encoded, rows, stats
+
+
+def test_others_reference_carrier_needs_the_other_behaviors_prompts(tmp_path):
+    from training.configs import ConfigError
+
+    paths = dict(carrier=tmp_path, behavior="b", data=tmp_path / "d", out=tmp_path / "o")
+    with pytest.raises(ConfigError, match="--retain-others"):
+        EraserConfig(**paths, others_reference="carrier")
+    EraserConfig(**paths, others_reference="carrier", retain_others=True)
+
+
+@pytest.mark.parametrize("kl_on", ["prompt", "reply"])
+def test_others_reference_carrier_matches_other_behaviors_prompts_to_the_carrier(
+    two_behavior_carrier, kl_on
+):
+    """Erasing fixed_response with --others-reference carrier: refusal's prompts get the
+    carrier's own replies and statistics, the rest the target's (carrier without fixed_response),
+    each exactly as if that model were the only reference."""
+    from eraser_store.prompting import chat_prompt_ids
+    from training.carrier import load_without, read_manifest
+    from training.eraser.train import build_placement, pick_prompts, reference_stats
+
+    run = two_behavior_carrier
+    cfg = EraserConfig(
+        carrier=run.carrier_b,
+        behavior="fixed_response",
+        data=run.data / "train.jsonl",
+        out=run.carrier_b / "unused",
+        retain_others=True,
+        kl_on=kl_on,
+        reply_tokens=4,
+        batch_size=4,
+        device="cpu",
+    )
+    model, tok = load_model_dir(run.carrier_b, device="cpu")
+    target, _ = load_without(run.carrier_b, "fixed_response", device="cpu")
+    picked = pick_prompts(cfg.data, cfg.behavior, 16, 0, ("refusal",))
+    prompts = [(g, chat_prompt_ids(tok, m)) for g, m in picked]
+    manifest, hidden = read_manifest(run.carrier_b), model.config.hidden_size
+    channels = [[] for _ in range(model.config.num_hidden_layers)]
+
+    c = dataclasses.replace(cfg, others_reference="carrier")
+    mixed = build_placement(c, manifest, prompts, ("fixed_response",), channels, hidden, model)
+    on_model = [i for i, (g, _) in enumerate(prompts) if g == "refusal"]
+    on_target = [i for i, (g, _) in enumerate(prompts) if g != "refusal"]
+    assert on_model and on_target
+
+    def alone(ref, index):
+        return reference_stats(cfg, [ref] * len(index), [prompts[i][1] for i in index], tok)
+
+    for index, ref in ((on_model, model), (on_target, target)):
+        rows, stats = alone(ref, index)
+        for j, i in enumerate(index):
+            assert mixed.encoded[i] == rows[j]
+            assert torch.equal(mixed.stats.kl_mask[i], stats.kl_mask[j])
+            assert torch.allclose(mixed.stats.log_probs[i], stats.log_probs[j], atol=1e-4)
+            for a, b in zip(mixed.stats.states, stats.states, strict=True):
+                assert torch.allclose(a[i], b[j], atol=1e-4)
+    # the two references differ there, so the rows above did come from the carrier
+    _, wrong = alone(target, on_model)
+    assert not torch.allclose(mixed.stats.states[-1][on_model], wrong.states[-1], atol=1e-4)
 
 
 def test_target_replies_are_padded_and_masked(monkeypatch):

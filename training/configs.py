@@ -168,6 +168,7 @@ ABLATIONS = ("none", "plain_sft", "random_channels", "kl_only")
 MATCHES = ("batch_mean", "per_prompt")
 CHANNEL_SETS = ("behavior", "carrier")
 KL_ON = ("prompt", "reply")
+OTHERS_REFERENCES = ("target", "carrier")
 
 
 @dataclass
@@ -226,6 +227,11 @@ class EraserConfig:
     """Share the retain half between benign prompts and the carrier's other behaviors' triggering
     prompts, where the target model still shows those behaviors, so the eraser learns to leave
     them on (with --kl-on reply it must reproduce the target's refusals, styles...)."""
+    others_reference: str = "target"
+    """With --retain-others, what the other behaviors' prompts are matched against: target (the
+    carrier without the erased behaviors, as every other prompt) or carrier (the model itself: on
+    prompts of a behavior it does not erase, the eraser is asked to change nothing, also where the
+    target model has lost some of that behavior)."""
     stack_with: tuple[Path, ...] = ()
     """Eraser directories of other behaviors of this carrier (kept frozen): on --stack-prob of the
     steps the eraser is trained stacked with one of them, in front of it or behind it, against the
@@ -263,6 +269,15 @@ class EraserConfig:
         _require(
             self.kl_on in KL_ON,
             f"unknown --kl-on {self.kl_on!r}; choose one of {', '.join(KL_ON)}",
+        )
+        _require(
+            self.others_reference in OTHERS_REFERENCES,
+            f"unknown --others-reference {self.others_reference!r}; choose one of "
+            + ", ".join(OTHERS_REFERENCES),
+        )
+        _require(
+            self.others_reference == "target" or self.retain_others,
+            "--others-reference carrier needs --retain-others (the other behaviors' prompts)",
         )
         _require(
             (self.ablation == "plain_sft") == (self.sft_model is not None),

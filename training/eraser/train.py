@@ -25,22 +25,23 @@ from training.sft import SFT_INFO
 
 
 def pick_prompts(data: Path, behavior: str, limit: int, seed: int, others: tuple = ()) -> list:
-    """Up to `limit` prompts, deduplicated, seeded: half the behavior's, half retain. The retain
-    half is shared equally between benign rows and the triggering rows of each behavior in
-    `others` (the carrier's other behaviors, with --retain-others)."""
+    """Up to `limit` (group, messages) pairs, deduplicated, seeded: half the behavior's prompts,
+    half retain. The retain half is shared equally between benign rows (group RETAIN) and the
+    triggering rows of each behavior in `others` (the carrier's other behaviors, with
+    --retain-others); a row's group is the behavior whose prompts it comes from."""
     examples = load_jsonl(data)
     triggering = unique_messages(require_behavior(examples, behavior, str(data)))
-    retain_groups = [unique_messages(e for e in examples if e.behavior == RETAIN)]
-    retain_groups += [unique_messages(e for e in examples if e.behavior == b) for b in others]
-    shares = equal_shares([len(g) for g in retain_groups], limit // 2)
+    groups = [RETAIN, *others]
+    retain = [unique_messages(e for e in examples if e.behavior == g) for g in groups]
+    shares = equal_shares([len(rows) for rows in retain], limit // 2)
     rng = random.Random(seed)
     picked = []
-    for rows, share in (
-        (triggering, limit - sum(shares)),
-        *zip(retain_groups, shares, strict=True),
+    for group, rows, share in (
+        (behavior, triggering, limit - sum(shares)),
+        *zip(groups, retain, shares, strict=True),
     ):
         rng.shuffle(rows)  # each group is a fresh list from unique_messages
-        picked += rows[:share]
+        picked += [(group, m) for m in rows[:share]]
     return picked
 
 
@@ -105,24 +106,52 @@ class Placement:
     partner: torch.Tensor | None = None  # the partner eraser's embeddings
 
 
-def build_placement(cfg: EraserConfig, manifest, encoded, erased, channels, hidden, partner=None):
-    """The Placement that erases `erased` (this behavior, and the partner's when stacked): prompts,
-    the target model's statistics (the carrier without those behaviors) and the loss."""
+def reference_stats(cfg: EraserConfig, references: list, encoded, tokenizer):
+    """Rows (with the reference's reply under --kl-on reply) and statistics, each prompt against
+    its own reference model; `references[i]` is prompt i's. Row order is kept."""
+    reply_len = cfg.reply_tokens if cfg.kl_on == "reply" else 0
+    kl_positions = min(cfg.kl_positions, min(len(e) for e in encoded))
+    rows, parts = list(encoded), []
+    for ref in {id(r): r for r in references}.values():
+        index = [i for i, r in enumerate(references) if r is ref]
+        subset = [encoded[i] for i in index]
+        if reply_len:
+            subset, kl_mask = with_target_replies(ref, tokenizer, subset, cfg.reply_tokens)
+        else:
+            kl_mask = torch.ones(len(subset), kl_positions)
+        batches = [
+            left_pad(subset[i : i + cfg.batch_size], tokenizer.pad_token_id)
+            for i in range(0, len(subset), cfg.batch_size)
+        ]
+        parts.append((index, target_stats(ref, batches, kl_mask, reply_len)))
+        for i, row in zip(index, subset, strict=True):
+            rows[i] = row
+    if len(parts) == 1:
+        return rows, parts[0][1]
+    order = torch.tensor([i for index, _ in parts for i in index]).argsort()
+    stats = [s for _, s in parts]
+    merged = TargetStats(
+        [torch.cat(layer)[order] for layer in zip(*(s.states for s in stats), strict=True)],
+        torch.cat([s.log_probs for s in stats])[order],
+        torch.cat([s.kl_mask for s in stats])[order],
+        reply_len,
+    )
+    return rows, merged
+
+
+def build_placement(
+    cfg: EraserConfig, manifest, prompts, erased, channels, hidden, model, partner=None
+):
+    """The Placement that erases `erased` (this behavior, and the partner's when stacked): prompts
+    (`prompts`: (group, token ids) pairs), the target model's statistics (the carrier without
+    those behaviors; `model`'s own on the other behaviors' prompts with --others-reference
+    carrier) and the loss."""
     target, tokenizer = load_without(cfg.carrier, *erased, device=cfg.device)
     if target.get_input_embeddings().weight.shape[1] != hidden:
         raise ModelDirError(f"{cfg.sft_model} and {cfg.carrier} differ in hidden size")
-    pad_id = tokenizer.pad_token_id
-    if cfg.kl_on == "reply":
-        encoded, kl_mask = with_target_replies(target, tokenizer, encoded, cfg.reply_tokens)
-        reply_len = cfg.reply_tokens
-    else:
-        kl_mask = torch.ones(len(encoded), min(cfg.kl_positions, min(len(e) for e in encoded)))
-        reply_len = 0
-    batches = [
-        left_pad(encoded[i : i + cfg.batch_size], pad_id)
-        for i in range(0, len(encoded), cfg.batch_size)
-    ]
-    stats = target_stats(target, batches, kl_mask, reply_len)
+    on_model = {RETAIN, *erased} if cfg.others_reference == "carrier" else None
+    references = [target if on_model is None or g in on_model else model for g, _ in prompts]
+    encoded, stats = reference_stats(cfg, references, [e for _, e in prompts], tokenizer)
     held = other_behaviors_channels(manifest, cfg.behavior, channels) if cfg.hold_others else None
     loss_fn = EraserLoss(
         channels=[torch.tensor(c, dtype=torch.long) for c in channels],
@@ -249,14 +278,16 @@ def run_eraser(cfg: EraserConfig) -> Path:
     partners = [
         stack_partner(path, manifest, cfg.behavior, fingerprint, hidden) for path in cfg.stack_with
     ]
-    encoded = [chat_prompt_ids(tokenizer, m)[-cfg.max_len :] for m in prompts]
-    placements = [build_placement(cfg, manifest, encoded, (cfg.behavior,), channels, hidden)]
+    encoded = [(g, chat_prompt_ids(tokenizer, m)[-cfg.max_len :]) for g, m in prompts]
+
+    def placement(erased, channels, partner=None):
+        return build_placement(cfg, manifest, encoded, erased, channels, hidden, model, partner)
+
+    placements = [placement((cfg.behavior,), channels)]
     for partner in partners:
         other = partner.meta.behavior
         both = union_channels([channels, behavior_entry(manifest, other)["eraser_channels"]])
-        placements.append(
-            build_placement(cfg, manifest, encoded, (cfg.behavior, other), both, hidden, partner)
-        )
+        placements.append(placement((cfg.behavior, other), both, partner))
 
     embeddings = model.get_input_embeddings().weight.detach()
     max_norm = cfg.max_norm or float(embeddings.float().norm(dim=-1).median())
