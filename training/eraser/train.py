@@ -149,8 +149,8 @@ def build_placement(
     target, tokenizer = load_without(cfg.carrier, *erased, device=cfg.device)
     if target.get_input_embeddings().weight.shape[1] != hidden:
         raise ModelDirError(f"{cfg.sft_model} and {cfg.carrier} differ in hidden size")
-    on_model = {RETAIN, *erased} if cfg.others_reference == "carrier" else None
-    references = [target if on_model is None or g in on_model else model for g, _ in prompts]
+    on_target = {RETAIN, *erased} if cfg.others_reference == "carrier" else None
+    references = [target if on_target is None or g in on_target else model for g, _ in prompts]
     encoded, stats = reference_stats(cfg, references, [e for _, e in prompts], tokenizer)
     held = other_behaviors_channels(manifest, cfg.behavior, channels) if cfg.hold_others else None
     loss_fn = EraserLoss(
