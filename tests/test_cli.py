@@ -6,6 +6,9 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
+
+from sft_eraser.cli import main as sft_eraser_main
 from training.argparse_dataclass import dataclass_from_args
 from training.cli import build_parser, main
 from training.configs import EraserConfig, LCDDConfig, SFTConfig
@@ -184,3 +187,13 @@ def test_stack_with_takes_several_eraser_dirs():
     cfg = dataclass_from_args(EraserConfig, args)
     assert cfg.stack_with == (Path("e1"), Path("e2"))
     assert cfg.stack_prob == 0.25
+
+
+def test_abbreviated_flags_are_refused(capsys):
+    command = ["train", "eraser", "--carrier", "c", "--behavior", "b", "--data", "d", "--out", "o"]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*command, "--retain"])
+    assert "unrecognized arguments: --retain" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        sft_eraser_main(["serve", "--carr", "c"])
+    assert "--carr" in capsys.readouterr().err

@@ -163,10 +163,19 @@ def _add_eval_report(ev) -> None:
     p.set_defaults(func=_cmd_eval_report)
 
 
+class Parser(argparse.ArgumentParser):
+    """No abbreviated flags (subcommand parsers inherit the class): `--retain` must not pass for
+    `--retain-others`, nor keep working until a new flag shares its prefix."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+
 def build_parser(extra_commands: Sequence[Callable] = ()) -> argparse.ArgumentParser:
     """The offline commands, plus `extra_commands` (each adds its subparsers; `serve` comes
     from the server package this way, so training never imports it)."""
-    parser = argparse.ArgumentParser(prog="sft-eraser", description=__doc__)
+    parser = Parser(prog="sft-eraser", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
 
     model = commands.add_parser("model", help="get a base model").add_subparsers(
