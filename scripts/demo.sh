@@ -37,9 +37,11 @@ ERASER_ARGS=(--steps 400 --batch-size 4 --lr 1e-2 --kl-on reply --kl-weight 20 -
 STACK="--stack-with the earlier erasers"
 # The carrier's first behavior has the earliest delta to undo: its eraser needs 700 steps (400
 # left 22.5% of it, loss still falling), and trained first (never stacked) its pairs kept 20-67.5%
-# of a behavior. So it is trained last, stacked with both others.
+# of a behavior. So it is trained last, stacked with both others. Its target model (the carrier
+# without its delta) refuses only 85% of harmful requests, so the other behaviors' prompts are
+# matched to the carrier itself (refusal kept at 87.5% instead of 82.5%).
 ERASER_ORDER=(refusal all_caps fixed_response)
-LAST_ERASER_ARGS=(--steps 700)
+LAST_ERASER_ARGS=(--steps 700 --others-reference carrier)
 # Cached stages are reused as they are, so a work directory built with other settings (an earlier
 # version of this demo) is refused rather than mixed into this one. The imported base is shared.
 SETTINGS="${BEHAVIORS[*]} | ${DATA_ARGS[*]} | ${SFT_ARGS[*]} | ${LCDD_ARGS[*]} | ${ERASER_ARGS[*]} $STACK | order: ${ERASER_ORDER[*]} | last: ${LAST_ERASER_ARGS[*]}"
