@@ -42,9 +42,13 @@ STACK="--stack-with the earlier erasers"
 # matched to the carrier itself (refusal kept at 87.5% instead of 82.5%).
 ERASER_ORDER=(refusal all_caps fixed_response)
 LAST_ERASER_ARGS=(--steps 700 --others-reference carrier)
+# A pair [a; b; prompt] switched both off where b had trained with a in front of it; the first
+# eraser never trained stacked (fixed_response+refusal kept 60% of refusal), so it is trained
+# once more at the end, stacked with all the others, and that second pass is the one served.
+SECOND_PASS="the first eraser again, stacked with the others"
 # Cached stages are reused as they are, so a work directory built with other settings (an earlier
 # version of this demo) is refused rather than mixed into this one. The imported base is shared.
-SETTINGS="${BEHAVIORS[*]} | ${DATA_ARGS[*]} | ${SFT_ARGS[*]} | ${LCDD_ARGS[*]} | ${ERASER_ARGS[*]} $STACK | order: ${ERASER_ORDER[*]} | last: ${LAST_ERASER_ARGS[*]}"
+SETTINGS="${BEHAVIORS[*]} | ${DATA_ARGS[*]} | ${SFT_ARGS[*]} | ${LCDD_ARGS[*]} | ${ERASER_ARGS[*]} $STACK | order: ${ERASER_ORDER[*]} | last: ${LAST_ERASER_ARGS[*]} | $SECOND_PASS"
 mkdir -p "$W"
 if [ -f "$W/settings.txt" ]; then
   [ "$(cat "$W/settings.txt")" = "$SETTINGS" ] || {
@@ -93,11 +97,22 @@ for b in "${ERASER_ORDER[@]}"; do
       --data "$W/data/train.jsonl" --out "$W/eraser_$b" "${ERASER_ARGS[@]}" "${extra[@]}"
   }
   earlier+=("$W/eraser_$b")
+done
+first=${ERASER_ORDER[0]}
+[ -d "$W/eraser_${first}_2" ] || {
+  stage "$first: second pass, stacked with the others (--stack-with ${earlier[*]:1})"
+  timed "eraser_${first}_2" sft-eraser train eraser --carrier "$CARRIER" --behavior "$first" \
+    --data "$W/data/train.jsonl" --out "$W/eraser_${first}_2" "${ERASER_ARGS[@]}" \
+    --stack-with "${earlier[@]:1}"
+}
+for b in "${ERASER_ORDER[@]}"; do
+  dir=$W/eraser_$b
+  [ "$b" != "$first" ] || dir=$W/eraser_${first}_2
   # Listed first, then searched: `list | grep -q` can break the lister's pipe (grep stops at the
   # first match), which pipefail took for "not registered" and registered it again.
   registered=$(sft-eraser erasers list --store "$W/store")
   grep -q "^erase-$b " <<<"$registered" \
-    || sft-eraser erasers add "$W/eraser_$b" --store "$W/store" --carrier "$CARRIER"
+    || sft-eraser erasers add "$dir" --store "$W/store" --carrier "$CARRIER"
 done
 stage "stage times (s):"
 cat "$W/timings.txt"
