@@ -4,6 +4,7 @@ in front of it or behind it, against the carrier without both behaviors."""
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ from quick_train import random_eraser
 from eraser_store import read_eraser
 from training.checkpoint_io import ModelDirError
 from training.configs import ConfigError, EraserConfig
-from training.eraser.train import EraserJob, Placement, run_eraser
+from training.eraser.train import EraserJob, Placement, in_behavior_order, run_eraser
 
 QUICK = dict(num_tokens=4, steps=8, batch_size=4, max_prompts=16, kl_on="reply", reply_tokens=4)
 
@@ -113,7 +114,21 @@ def test_stack_partners_are_checked(two_behavior_carrier, tmp_path):
     for message, partner in cases.items():
         with pytest.raises(ModelDirError, match=message):
             run_eraser(stack_cfg(run, tmp_path / "out", stack_with=(partner,)))
+    twice = (
+        random_eraser(tmp_path / "d", run.carrier_b),
+        random_eraser(tmp_path / "e", run.carrier_b),
+    )
+    with pytest.raises(ModelDirError, match="two erasers of refusal"):
+        run_eraser(stack_cfg(run, tmp_path / "out", stack_with=twice))
     assert not (tmp_path / "out").exists()
+
+
+def test_partners_are_drawn_in_behavior_order_whatever_the_flag_order():
+    def partner(behavior):
+        return SimpleNamespace(meta=SimpleNamespace(behavior=behavior))
+
+    a, b, c = partner("all_caps"), partner("fixed_response"), partner("refusal")
+    assert in_behavior_order([c, a, b]) == in_behavior_order([b, c, a]) == [a, b, c]
 
 
 def test_stacking_is_for_carrier_erasers_only(tmp_path):

@@ -235,7 +235,8 @@ class EraserConfig:
     stack_with: tuple[Path, ...] = ()
     """Eraser directories of other behaviors of this carrier (kept frozen): on --stack-prob of the
     steps the eraser is trained stacked with one of them, in front of it or behind it, against the
-    carrier without both behaviors, so the pair switches both off when a request names the two."""
+    carrier without both behaviors, so the pair switches both off when a request names the two.
+    One per behavior; their order does not matter (drawn in behavior order)."""
     stack_prob: float = 0.5
     """Share of the steps trained stacked with a --stack-with eraser (one drawn per step)."""
     grad_clip: float = 1.0

@@ -180,6 +180,16 @@ def stack_partner(path: Path, manifest, behavior: str, fingerprint: str, hidden:
     return partner
 
 
+def in_behavior_order(partners: list) -> list:
+    """Stack partners sorted by behavior, so the partner drawn at a step does not depend on the
+    order of --stack-with; one per behavior (a pair names each behavior once)."""
+    partners = sorted(partners, key=lambda p: p.meta.behavior)
+    for a, b in zip(partners, partners[1:], strict=False):
+        if a.meta.behavior == b.meta.behavior:
+            raise ModelDirError(f"--stack-with names two erasers of {a.meta.behavior}")
+    return partners
+
+
 class EraserJob:
     def __init__(self, model, prefix, placements: list[Placement], pad_id, cfg: EraserConfig):
         self.model, self.placements, self.pad_id, self.cfg = model, placements, pad_id, cfg
@@ -275,9 +285,12 @@ def run_eraser(cfg: EraserConfig) -> Path:
     if cfg.ablation == "random_channels":
         channels = random_channels_like(channels, hidden, cfg.seed)
     # Partners are checked before any target model is built, so a wrong one fails at once.
-    partners = [
-        stack_partner(path, manifest, cfg.behavior, fingerprint, hidden) for path in cfg.stack_with
-    ]
+    partners = in_behavior_order(
+        [
+            stack_partner(path, manifest, cfg.behavior, fingerprint, hidden)
+            for path in cfg.stack_with
+        ]
+    )
     encoded = [(g, chat_prompt_ids(tokenizer, m)[-cfg.max_len :]) for g, m in prompts]
 
     def placement(erased, channels, partner=None):
