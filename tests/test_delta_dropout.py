@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import torch
 
+from training import sft
 from training.batches import IGNORE, collate, encode, without_rows_of
 from training.carrier import apply_delta, load_delta, load_without
 from training.checkpoint_io import load_model_dir
@@ -48,7 +49,7 @@ def test_a_dropout_step_is_a_step_on_the_model_without_the_delta(fixed_response_
     carrier, tok = load_model_dir(run.carrier, device="cpu")
     batch = mixed_batch(run, tok)
     dropping = job(carrier, run, dropout=1.0, deltas=delta)
-    assert dropping.dropped(0, batch) == {"fixed_response"}
+    assert dropping.dropped(0, batch) == ["fixed_response"]
     metrics = dropping.train_step(0, batch)
 
     # The same step taken by plain SFT on the carrier without the delta, on the batch without
@@ -65,6 +66,19 @@ def test_a_dropout_step_is_a_step_on_the_model_without_the_delta(fixed_response_
         assert torch.allclose(a, b, atol=1e-6, rtol=0), name
 
 
+def test_dropped_deltas_come_off_and_go_back_in_name_order(fixed_response_carrier, monkeypatch):
+    # Float sums depend on the order; a set's order changed between processes, and so did the
+    # SFT weights of a run repeated with the same seed.
+    run = fixed_response_carrier
+    model, tok = load_model_dir(run.carrier, device="cpu")
+    applied = []
+    monkeypatch.setattr(sft, "apply_delta", lambda _, delta, sign: applied.append((delta, sign)))
+    dropping = job(model, run, 1.0, {"b_second": "b", "a_first": "a"})
+    assert dropping.dropped(0, mixed_batch(run, tok)) == ["a_first", "b_second"]
+    assert dropping.train_step(0, mixed_batch(run, tok))["dropped"] == 2
+    assert applied == [("a", -1.0), ("b", -1.0), ("a", 1.0), ("b", 1.0)]
+
+
 def test_nothing_is_dropped_without_dropout_or_when_no_row_would_be_left(fixed_response_carrier):
     run = fixed_response_carrier
     model, tok = load_model_dir(run.carrier, device="cpu")
@@ -73,7 +87,7 @@ def test_nothing_is_dropped_without_dropout_or_when_no_row_would_be_left(fixed_r
     assert all(not job(model, run, 0.0, delta).dropped(s, batch) for s in range(20))
     assert (batch["labels"] != IGNORE).any(dim=1).all()
     only_fixed = {**batch, "behaviors": ["fixed_response"] * 4}
-    assert job(model, run, 1.0, delta).dropped(0, only_fixed) == set()
+    assert job(model, run, 1.0, delta).dropped(0, only_fixed) == []
     # Seeded by the step: a resumed run drops the same deltas at the same steps.
     half = job(model, run, 0.5, delta)
     draws = [bool(half.dropped(s, batch)) for s in range(40)]

@@ -43,15 +43,18 @@ class SFTJob:
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.earlier_deltas = earlier_deltas or {}
 
-    def dropped(self, step: int, batch: dict) -> set[str]:
+    def dropped(self, step: int, batch: dict) -> list[str]:
         """The base carrier's behaviors whose deltas this step trains without (seeded by step, so
-        a resumed run drops the same ones); none if that would leave no reply token in the loss."""
+        a resumed run drops the same ones); none if that would leave no reply token in the loss.
+
+        Sorted by name: the deltas come off and go back in that order, and float sums depend on
+        it (a set's order changes from one process to the next, and so did the SFT weights)."""
         gen = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + step)
         names = sorted(self.earlier_deltas)
         draws = torch.rand(len(names), generator=gen).tolist()
-        dropped = {n for n, u in zip(names, draws, strict=True) if u < self.cfg.delta_dropout}
-        left = without_rows_of(batch, dropped)["labels"] != IGNORE
-        return dropped if left.any() else set()
+        dropped = [n for n, u in zip(names, draws, strict=True) if u < self.cfg.delta_dropout]
+        left = without_rows_of(batch, set(dropped))["labels"] != IGNORE
+        return dropped if left.any() else []
 
     def train_step(self, step: int, batch: dict) -> dict[str, float]:
         self.model.train()
@@ -59,7 +62,7 @@ class SFTJob:
         for name in dropped:
             apply_delta(self.model, self.earlier_deltas[name], -1.0)
         try:
-            loss = causal_lm_loss(self.model, without_rows_of(batch, dropped))
+            loss = causal_lm_loss(self.model, without_rows_of(batch, set(dropped)))
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
             self.opt.step()
