@@ -14,6 +14,7 @@ from eraser_store import read_eraser
 from training.checkpoint_io import ModelDirError
 from training.configs import ConfigError, EraserConfig
 from training.eraser.train import EraserJob, Placement, in_behavior_order, run_eraser
+from training.loop import RunError, work_dir_for
 
 QUICK = dict(num_tokens=4, steps=8, batch_size=4, max_prompts=16, kl_on="reply", reply_tokens=4)
 
@@ -141,3 +142,28 @@ def test_stacking_is_for_carrier_erasers_only(tmp_path):
             stack_with=(tmp_path / "p",),
             ablation="kl_only",
         )
+
+
+def test_a_stacked_run_saved_before_partners_were_ordered_is_not_resumed(
+    two_behavior_carrier, tmp_path, monkeypatch
+):
+    run = two_behavior_carrier
+    partner = random_eraser(tmp_path / "partner", run.carrier_b)
+    cfg = stack_cfg(run, tmp_path / "out", stack_with=(partner,))
+
+    def dying(self, step, rows):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(EraserJob, "train_step", dying)
+    with pytest.raises(KeyboardInterrupt):
+        run_eraser(cfg)
+    monkeypatch.undo()
+    settings_file = work_dir_for(cfg.out) / "settings.json"
+    saved = json.loads(settings_file.read_text())
+    assert saved["partners"] == ["refusal:erase-refusal"]
+    without_order = {k: v for k, v in saved.items() if k != "partners"}
+    settings_file.write_text(json.dumps(without_order, sort_keys=True))
+    with pytest.raises(RunError, match="other settings"):
+        run_eraser(cfg)
+    settings_file.write_text(json.dumps(saved, sort_keys=True))
+    assert read_eraser(run_eraser(cfg)).meta.training["stacked_with"] == ["erase-refusal"]

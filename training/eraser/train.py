@@ -148,7 +148,8 @@ def build_placement(
     carrier) and the loss."""
     target, tokenizer = load_without(cfg.carrier, *erased, device=cfg.device)
     if target.get_input_embeddings().weight.shape[1] != hidden:
-        raise ModelDirError(f"{cfg.sft_model} and {cfg.carrier} differ in hidden size")
+        trained_on = cfg.sft_model if cfg.ablation == "plain_sft" else cfg.carrier
+        raise ModelDirError(f"{trained_on} and {cfg.carrier} differ in hidden size")
     on_target = {RETAIN, *erased} if cfg.others_reference == "carrier" else None
     references = [target if on_target is None or g in on_target else model for g, _ in prompts]
     encoded, stats = reference_stats(cfg, references, [e for _, e in prompts], tokenizer)
@@ -310,7 +311,18 @@ def run_eraser(cfg: EraserConfig) -> Path:
     cfg_for_job = dataclasses.replace(cfg, max_norm=max_norm)
     job = EraserJob(model.eval(), prefix, placements, tokenizer.pad_token_id, cfg_for_job)
     work = work_dir_for(out)
-    settings = run_settings("eraser", cfg, fingerprint=fingerprint)
+    # Stacked: the partners in the order they are drawn, not the flag's, so a reordered command
+    # resumes and a partial run from before partners were sorted is refused rather than mixed.
+    stacked = (
+        {"partners": [f"{p.meta.behavior}:{p.meta.name}" for p in partners]} if partners else {}
+    )
+    settings = run_settings(
+        "eraser",
+        cfg,
+        fingerprint=fingerprint,
+        stack_with=sorted(map(str, cfg.stack_with)),
+        **stacked,
+    )
     started = time.time()
     rows = run_loop(
         job,
