@@ -1,9 +1,13 @@
 # GPU image of the behavior control server. Build and run (carrier and store mounted as volumes):
 #   docker build -t sft-eraser .
 #   docker run --gpus all -p 8000:8000 -v $PWD/runs/carrier:/models/carrier:ro \
-#       -v $PWD/runs/store:/store -e SFT_ERASER_ADMIN_TOKEN=... sft-eraser
+#       -v $PWD/runs/store:/store --user "$(id -u):$(id -g)" -e SFT_ERASER_ADMIN_TOKEN=... sft-eraser
+# The store is written to (registrations): --user runs as the owner of the host's directory
+# (without it the image's user, uid 10001, must be able to write there); add -e HOME=/tmp if
+# that uid has no home in the image.
 # Any `serve` flag can be appended (docker run ... sft-eraser --max-batch-size 32) or set as an
-# SFT_ERASER_<FLAG> environment variable.
+# SFT_ERASER_<FLAG> environment variable; set the port with SFT_ERASER_PORT, which the health
+# check reads. The health check fails once the model cannot load (GET /health answers 503).
 FROM python:3.11-slim
 
 # PyPI's Linux torch wheels are CUDA builds and bring their own CUDA runtime; the host needs only
@@ -27,5 +31,5 @@ ENV SFT_ERASER_CARRIER=/models/carrier \
 VOLUME ["/store"]
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=60s --retries=3 \
-    CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=2)"
+    CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('SFT_ERASER_PORT', '8000'), timeout=2)"
 ENTRYPOINT ["sft-eraser", "serve"]

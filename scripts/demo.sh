@@ -92,7 +92,7 @@ for b in "${ERASER_ORDER[@]}"; do
   [ ${#earlier[@]} -eq 0 ] || extra=(--stack-with "${earlier[@]}")
   [ "$b" != "${ERASER_ORDER[-1]}" ] || extra+=("${LAST_ERASER_ARGS[@]}")
   [ -d "$W/eraser_$b" ] || {
-    stage "$b: eraser against the three-behavior carrier (${extra[*]})"
+    stage "$b: eraser against the three-behavior carrier${extra:+ (${extra[*]})}"
     timed "eraser_$b" sft-eraser train eraser --carrier "$CARRIER" --behavior "$b" \
       --data "$W/data/train.jsonl" --out "$W/eraser_$b" "${ERASER_ARGS[@]}" "${extra[@]}"
   }
@@ -121,8 +121,25 @@ stage "serving $CARRIER"
 sft-eraser serve --carrier "$CARRIER" --store "$W/store" --port "$PORT" --log-level warning &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
-ready() { python -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1])" "$1" 2>/dev/null; }
-until ready "http://127.0.0.1:$PORT/ready"; do
+# /ready's status: ready, loading, failed or down (not listening yet). After a failed load the
+# server stays up, so waiting for the process to exit would wait forever.
+ready_status() {
+  python - "$1" <<'EOF'
+import json, sys, urllib.error, urllib.request
+try:
+    try:
+        reply = urllib.request.urlopen(sys.argv[1], timeout=5)
+    except urllib.error.HTTPError as answered:
+        reply = answered
+    print(json.load(reply)["status"])
+except Exception:  # not listening yet, or not answering as the server does
+    print("down")
+EOF
+}
+while :; do
+  status=$(ready_status "http://127.0.0.1:$PORT/ready") || status=down
+  [ "$status" != ready ] || break
+  [ "$status" != failed ] || { echo "the server is not serving $CARRIER (see its log)" >&2; exit 1; }
   kill -0 $SERVER 2>/dev/null || { echo "the server exited" >&2; exit 1; }
   sleep 1
 done

@@ -80,8 +80,13 @@ async def list_erasers(request: Request, key: CallerKey, all_versions: bool = Fa
 
 
 @router.get("/health")
-async def health() -> dict:
-    return {"status": "ok"}
+async def health(request: Request) -> JSONResponse:
+    # Loading and draining are healthy; a process that can never serve is not, so an orchestrator
+    # (the Dockerfile's HEALTHCHECK) restarts or flags it instead of routing 503s to it.
+    failure = server_state(request).failure
+    if failure:
+        return JSONResponse({"status": "failed", "error": failure}, status_code=503)
+    return JSONResponse({"status": "ok"})
 
 
 @router.get("/ready")
@@ -89,8 +94,9 @@ async def ready(request: Request) -> JSONResponse:
     state = server_state(request)
     if state.ready:
         return JSONResponse({"status": "ready", "model": state.settings.served_model_name})
-    status = "draining" if state.draining else "failed" if state.load_error else "loading"
-    return JSONResponse({"status": status, "error": state.load_error}, status_code=503)
+    failure = state.failure
+    status = "draining" if state.draining else "failed" if failure else "loading"
+    return JSONResponse({"status": status, "error": failure}, status_code=503)
 
 
 @router.get("/metrics")

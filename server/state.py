@@ -41,6 +41,15 @@ class ServerState:
     def ready(self) -> bool:
         return self.engine is not None and self.engine.alive and not self.draining
 
+    @property
+    def failure(self) -> str | None:
+        """Why this process can never serve (failed load, dead engine thread); None if it can."""
+        if self.load_error:
+            return self.load_error
+        if self.engine is not None and not self.engine.alive:
+            return "the engine thread has stopped"
+        return None
+
     def require_ready(self) -> tuple[LoadedModel, Engine, ErasersOnDevice]:
         if self.draining:
             raise errors.unavailable("the server is shutting down", code="shutting_down")

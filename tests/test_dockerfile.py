@@ -42,7 +42,8 @@ def test_port_env_and_healthcheck_match_the_settings():
     assert port == DEFAULT_PORT
     assert [arg for op, arg in ops if op == "EXPOSE"] == [str(port)]
     (health,) = [arg for op, arg in ops if op == "HEALTHCHECK"]
-    assert f"127.0.0.1:{port}/health" in health
+    assert "127.0.0.1:%s/health" in health
+    assert f"os.environ.get('{ENV_PREFIX}PORT', '{port}')" in health
     assert env[ENV_PREFIX + "HOST"] == "0.0.0.0"  # reachable from outside the container
 
 

@@ -652,7 +652,8 @@ def test_a_carrier_that_cannot_load(served, tmp_path):
     shutil.copytree(served.carrier, broken)
     (broken / "model.safetensors").write_bytes(b"\x00garbage, not safetensors" * 64)
     with running_server(dataclasses.replace(served, carrier=broken), expect_ready=503) as (url, _):
-        assert httpx.get(url + "/health").status_code == 200
+        r = httpx.get(url + "/health")
+        assert r.status_code == 503 and r.json()["status"] == "failed"
         r = httpx.get(url + "/ready")
         assert r.status_code == 503
         assert r.json()["status"] == "failed" and r.json()["error"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from server.detokenizer import TextStream
 from server.engine import Delta, Engine, Failed, Finished, GenerationRequest, QueueFull
 from server.kv_batch import BatchCache
 from server.sampling import SamplingParams, next_tokens
+from server.state import ServerState
 from training.models.tiny import byte_tokenizer, tiny_model
 
 # ---- TextStream
@@ -495,3 +497,16 @@ def test_cancelling_a_waiting_request_frees_its_queue_place(gated_engine):
     assert engine.waiting == 0
     engine.submit(request([]))  # its place is free again
     gate.release.set()
+
+
+def test_a_failed_load_or_a_dead_engine_is_a_failure_loading_is_not():
+    state = ServerState(settings=None, store=None, keyring=None, metrics=None)
+    assert state.failure is None and not state.ready  # still loading
+    state.engine = SimpleNamespace(alive=True)
+    assert state.failure is None and state.ready
+    state.engine = SimpleNamespace(alive=False)
+    assert state.failure == "the engine thread has stopped" and not state.ready
+    failed = ServerState(
+        settings=None, store=None, keyring=None, metrics=None, load_error="OSError"
+    )
+    assert failed.failure == "OSError" and not failed.ready
