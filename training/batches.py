@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import torch
@@ -48,7 +49,7 @@ def collate(items: list[Encoded], pad_id: int) -> dict:
     return {"input_ids": ids, "labels": labels, "attention_mask": mask, "behaviors": behaviors}
 
 
-def without_rows_of(batch: dict, behaviors: set[str]) -> dict:
+def without_rows_of(batch: dict, behaviors: Collection[str]) -> dict:
     """The batch with the rows of `behaviors` taken out of the loss (labels ignored)."""
     keep = torch.tensor([b not in behaviors for b in batch["behaviors"]])
     labels = batch["labels"].masked_fill(~keep[:, None], IGNORE)

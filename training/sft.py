@@ -53,7 +53,7 @@ class SFTJob:
         names = sorted(self.earlier_deltas)
         draws = torch.rand(len(names), generator=gen).tolist()
         dropped = [n for n, u in zip(names, draws, strict=True) if u < self.cfg.delta_dropout]
-        left = without_rows_of(batch, set(dropped))["labels"] != IGNORE
+        left = without_rows_of(batch, dropped)["labels"] != IGNORE
         return dropped if left.any() else []
 
     def train_step(self, step: int, batch: dict) -> dict[str, float]:
@@ -62,7 +62,7 @@ class SFTJob:
         for name in dropped:
             apply_delta(self.model, self.earlier_deltas[name], -1.0)
         try:
-            loss = causal_lm_loss(self.model, without_rows_of(batch, set(dropped)))
+            loss = causal_lm_loss(self.model, without_rows_of(batch, dropped))
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
             self.opt.step()

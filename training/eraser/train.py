@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import random
 import time
@@ -185,7 +186,7 @@ def in_behavior_order(partners: list) -> list:
     """Stack partners sorted by behavior, so the partner drawn at a step does not depend on the
     order of --stack-with; one per behavior (a pair names each behavior once)."""
     partners = sorted(partners, key=lambda p: p.meta.behavior)
-    for a, b in zip(partners, partners[1:], strict=False):
+    for a, b in itertools.pairwise(partners):
         if a.meta.behavior == b.meta.behavior:
             raise ModelDirError(f"--stack-with names two erasers of {a.meta.behavior}")
     return partners
