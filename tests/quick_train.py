@@ -1,4 +1,5 @@
-"""One-line SFT and LCDD runs on tiny models, short enough for unit tests, and untrained erasers."""
+"""One-line SFT and LCDD runs on tiny models, short enough for unit tests, untrained erasers and a
+stand-in eraser loss."""
 
 from __future__ import annotations
 
@@ -53,3 +54,15 @@ def random_eraser(out, carrier, behavior="refusal", fingerprint=None):
         channel_count=0,
         training={"steps": 0},
     )
+
+
+class RecordingLoss:
+    """Stands in for EraserLoss: records the prefix each step feeds the model."""
+
+    def __init__(self):
+        self.prefixes = []
+
+    def __call__(self, model, prefix, input_ids, mask, stats, rows, trained=None):
+        self.prefixes.append(prefix.detach().clone())
+        loss = (prefix - 1).pow(2).mean() + trained.pow(2).mean()
+        return {"loss": loss, "act": loss.detach(), "hold": loss.detach()}

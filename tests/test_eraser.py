@@ -8,13 +8,14 @@ import re
 
 import pytest
 import torch
+from quick_train import RecordingLoss
 
 from eraser_store import EraserRefused, EraserStore, carrier_ref, read_eraser
 from training.checkpoint_io import load_model_dir
 from training.configs import EraserConfig
 from training.data.generation import greedy_generate
 from training.data.schema import RETAIN, load_jsonl
-from training.eraser.train import EraserJob, run_eraser
+from training.eraser.train import EraserJob, Placement, run_eraser
 from training.loop import work_dir_for
 
 # A short, weak eraser (4 tokens, 30 steps): the tiny model is small enough that a long one
@@ -131,6 +132,36 @@ def test_eraser_run_resumes(fixed_response_carrier, tmp_path, monkeypatch):
     assert resumed.embeddings.equal(straight.embeddings)
 
 
+def job_on_a_bowl(tmp_path, **kw) -> EraserJob:
+    """An EraserJob whose loss pulls P towards 1 (no model): enough to watch the optimizer."""
+    cfg = EraserConfig(
+        carrier=tmp_path, behavior="b", data=tmp_path, out=tmp_path, max_norm=1e9, lr=0.1, **kw
+    )
+    alone = Placement([[1], [2]], None, RecordingLoss())
+    return EraserJob(None, torch.zeros(2, 3), [alone], 0, cfg)
+
+
+def test_lr_decay_falls_linearly_over_the_last_steps_and_reaches_the_optimizer(tmp_path):
+    job = job_on_a_bowl(tmp_path, steps=10, lr_decay=0.4)
+    lrs = []
+    for step in range(10):
+        lrs.append(job.train_step(step, job.rows(step))["lr"])
+        assert job.opt.param_groups[0]["lr"] == lrs[-1]
+    assert lrs == pytest.approx([0.1] * 7 + [0.075, 0.05, 0.025])
+    constant = job_on_a_bowl(tmp_path, steps=10)
+    assert {constant.lr(step) for step in range(10)} == {0.1}
+
+
+@pytest.mark.parametrize("keep", ["best", "last"])
+def test_keep_picks_the_lowest_loss_or_the_last_prefix(tmp_path, keep):
+    job = job_on_a_bowl(tmp_path, steps=5, keep=keep)
+    for step in range(5):
+        job.train_step(step, job.rows(step))
+    # Each step moves P towards 1 and the loss is measured before the step: best lags last by one.
+    assert not torch.equal(job.best, job.prefix.detach())
+    assert torch.equal(job.result(), job.best if keep == "best" else job.prefix.detach())
+
+
 def test_per_prompt_matching_sees_what_the_batch_mean_hides():
     import torch
 
@@ -217,6 +248,8 @@ def test_equal_shares_give_a_small_groups_unused_share_to_the_others():
         ("norm_weight", -0.5),
         ("stack_prob", 1.5),
         ("others_reference", "base"),
+        ("keep", "lowest"),
+        ("lr_decay", 1.5),
     ],
 )
 def test_eraser_config_refuses_bad_values(tmp_path, field, value):

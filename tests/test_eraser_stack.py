@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from quick_train import random_eraser
+from quick_train import RecordingLoss, random_eraser
 
 from eraser_store import read_eraser
 from training.checkpoint_io import ModelDirError
@@ -52,18 +52,6 @@ def test_stacked_steps_train_with_the_partner_and_prob_zero_is_the_plain_eraser(
     training = read_eraser(half).meta.training
     assert training["stacked_with"] == ["erase-refusal"]
     assert training["stacked_steps"] == len(stacked)
-
-
-class RecordingLoss:
-    """Stands in for EraserLoss: records the prefix each step feeds the model."""
-
-    def __init__(self):
-        self.prefixes = []
-
-    def __call__(self, model, prefix, input_ids, mask, stats, rows, trained=None):
-        self.prefixes.append(prefix.detach().clone())
-        loss = (prefix - 1).pow(2).mean() + trained.pow(2).mean()
-        return {"loss": loss, "act": loss.detach(), "hold": loss.detach()}
 
 
 def test_a_stacked_step_puts_the_partner_in_front_or_behind(tmp_path):

@@ -169,6 +169,7 @@ MATCHES = ("batch_mean", "per_prompt")
 CHANNEL_SETS = ("behavior", "carrier")
 KL_ON = ("prompt", "reply")
 OTHERS_REFERENCES = ("target", "carrier")
+KEEPS = ("best", "last")
 
 
 @dataclass
@@ -198,6 +199,12 @@ class EraserConfig:
     """Prompts per step."""
     lr: float = 3e-3
     """Adam learning rate."""
+    lr_decay: float = 0.0
+    """Share of the steps, at the end, over which the learning rate falls linearly towards 0
+    (0: constant, the paper)."""
+    keep: str = "best"
+    """Which P is written: best (paper: the lowest loss of a step alone, i.e. of that step's batch)
+    or last (the P after the last step; with --lr-decay, where the optimization settled)."""
     match: str = "batch_mean"
     """batch_mean (paper): the batch mean of last-token states against their mean over all
     prompts; per_prompt: each prompt's states against the target's on the same prompt."""
@@ -259,6 +266,10 @@ class EraserConfig:
             self.ablation in ABLATIONS,
             f"unknown ablation {self.ablation!r}; choose one of {', '.join(ABLATIONS)}",
         )
+        _require(
+            self.keep in KEEPS, f"unknown --keep {self.keep!r}; choose one of {', '.join(KEEPS)}"
+        )
+        _require(0 <= self.lr_decay <= 1, f"--lr-decay must be in [0, 1], got {self.lr_decay}")
         _require(
             self.match in MATCHES,
             f"unknown --match {self.match!r}; choose one of {', '.join(MATCHES)}",

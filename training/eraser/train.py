@@ -213,8 +213,17 @@ class EraserJob:
             return 0, False
         return rng.randrange(1, len(self.placements)), rng.random() < 0.5
 
+    def lr(self, step: int) -> float:
+        """Constant, then (--lr-decay) falling linearly over the last steps: 1/n of lr at the
+        last one, so every step still moves P."""
+        decay_steps = round(self.cfg.lr_decay * self.cfg.steps)
+        left = self.cfg.steps - step
+        return self.cfg.lr * min(1.0, left / decay_steps) if decay_steps else self.cfg.lr
+
     def train_step(self, step: int, rows: list[int]) -> dict[str, float]:
         before = self.prefix.detach().clone()
+        for group in self.opt.param_groups:
+            group["lr"] = self.lr(step)
         k, partner_first = self.placement(step)
         place = self.placements[k]
         prefix = self.prefix
@@ -238,11 +247,14 @@ class EraserJob:
         if k == 0 and loss < self.best_loss:
             self.best_loss, self.best = loss, before
         metrics = {name: v.item() for name, v in parts.items()}
-        return {**metrics, "stacked": k, "partner_first": int(partner_first)}
+        return {**metrics, "lr": self.lr(step), "stacked": k, "partner_first": int(partner_first)}
 
     def result(self) -> torch.Tensor:
-        """The lowest-loss P among the steps alone; the last P if every step was stacked."""
-        return self.best if self.best_loss < float("inf") else self.prefix.detach()
+        """--keep best: the lowest-loss P among the steps alone (the last P if every step was
+        stacked); --keep last: the last P."""
+        if self.cfg.keep == "best" and self.best_loss < float("inf"):
+            return self.best
+        return self.prefix.detach()
 
     def state_dict(self) -> dict:
         return {
