@@ -30,8 +30,12 @@ LCDD_ARGS=(--max-len 128 --group-by-length --controller ramp --steps 80 --warmup
 # Each prompt matched to the target model on its own replies, the other behaviors' prompts among
 # them: with the paper's objective (batch mean, KL on the last prompt positions, behavior and
 # benign prompts only) the erasers of this carrier switched the other behaviors off or on.
+# The P written is the last one, the learning rate falling linearly over the second half of the
+# steps: the paper's rule (the lowest loss of a step) measures P on that step's 4 prompts, so it
+# kept whichever P met an easy batch (fixed_response's eraser: 15% and 10% alone over two seeds;
+# settled: 7.5% and 0%).
 ERASER_ARGS=(--steps 400 --batch-size 4 --lr 1e-2 --kl-on reply --kl-weight 20 --match per_prompt
-  --retain-others)
+  --retain-others --lr-decay 0.5 --keep last)
 # Each eraser after the first trains half its steps stacked with the erasers trained before it
 # (--stack-with), so every pair a request can name was seen by one of its two erasers.
 STACK="--stack-with the earlier erasers"

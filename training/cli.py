@@ -76,7 +76,8 @@ def _cmd_train_eraser(args) -> None:
         )  # before hours of work
     out = run_eraser(cfg)
     meta = json.loads((out / "eraser.json").read_text())
-    print(f"wrote {out}: eraser {meta['name']}, best loss {meta['training']['best_loss']:.4f}")
+    kept = "the last P" if cfg.keep == "last" else f"best loss {meta['training']['best_loss']:.4f}"
+    print(f"wrote {out}: eraser {meta['name']}, {kept}")
     if cfg.register:
         try:
             record = upload_eraser(cfg.register, out, os.environ.get(TOKEN_ENV, ""))
