@@ -83,8 +83,10 @@ def overloaded(retry_after_s: int):
     )
 
 
-def unavailable(message: str, *, code: str = "unavailable"):
-    return APIError(503, message, type="server_error", code=code, headers={"Retry-After": "5"})
+def unavailable(message: str, *, code: str = "unavailable", retry_after_s: int | None = 5):
+    """503; `retry_after_s=None` where no wait helps (the process can never serve)."""
+    headers = None if retry_after_s is None else {"Retry-After": str(retry_after_s)}
+    return APIError(503, message, type="server_error", code=code, headers=headers)
 
 
 def timed_out(seconds: float):

@@ -180,6 +180,7 @@ def submit(state: ServerState, prepared: Prepared, kind: Kind) -> Job:
     except QueueFull:
         raise errors.overloaded(RETRY_AFTER_S) from None
     except EngineStopped as e:
+        state.require_ready()  # an engine thread that died since the check above says so
         raise errors.unavailable(str(e), code="shutting_down") from None
     for e in erasers:
         state.metrics.eraser_use.labels(e.record.name).inc()

@@ -53,7 +53,10 @@ class ServerState:
     def require_ready(self) -> tuple[LoadedModel, Engine, ErasersOnDevice]:
         if self.draining:
             raise errors.unavailable("the server is shutting down", code="shutting_down")
+        if failure := self.failure:  # no wait repairs it: no Retry-After
+            why = f"the model failed to load: {failure}" if self.load_error else failure
+            why += "; restart the server"
+            raise errors.unavailable(why, code="failed", retry_after_s=None)
         if self.engine is None:
-            why = f"the model failed to load: {self.load_error}" if self.load_error else None
-            raise errors.unavailable(why or "the model is still loading", code="not_ready")
+            raise errors.unavailable("the model is still loading", code="not_ready")
         return self.loaded, self.engine, self.erasers

@@ -3,6 +3,7 @@ batch KV cache, sampling, and the engine's queue bound."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -14,9 +15,19 @@ from transformers import DynamicCache
 
 from server.auth import ApiKey, KeyFileError, KeyRing, bearer_token, token_matches
 from server.detokenizer import TextStream
-from server.engine import Delta, Engine, Failed, Finished, GenerationRequest, QueueFull
+from server.engine import (
+    Delta,
+    Engine,
+    EngineStopped,
+    Failed,
+    Finished,
+    GenerationRequest,
+    QueueFull,
+)
+from server.errors import APIError
 from server.kv_batch import BatchCache
 from server.sampling import SamplingParams, next_tokens
+from server.serving import CHAT, Prepared, submit
 from server.state import ServerState
 from training.models.tiny import byte_tokenizer, tiny_model
 
@@ -510,3 +521,42 @@ def test_a_failed_load_or_a_dead_engine_is_a_failure_loading_is_not():
         settings=None, store=None, keyring=None, metrics=None, load_error="OSError"
     )
     assert failed.failure == "OSError" and not failed.ready
+
+
+def test_requests_to_a_process_that_cannot_serve_say_so_without_a_retry_hint():
+    loading = ServerState(settings=None, store=None, keyring=None, metrics=None)
+    with pytest.raises(APIError) as raised:
+        loading.require_ready()
+    assert raised.value.code == "not_ready" and raised.value.headers == {"Retry-After": "5"}
+    dead = ServerState(settings=None, store=None, keyring=None, metrics=None)
+    dead.engine = SimpleNamespace(alive=False)
+    failed = ServerState(
+        settings=None, store=None, keyring=None, metrics=None, load_error="OSError"
+    )
+    for state, cause in ((dead, "engine thread has stopped"), (failed, "failed to load: OSError")):
+        with pytest.raises(APIError) as raised:
+            state.require_ready()
+        assert (raised.value.status, raised.value.code) == (503, "failed")
+        assert cause in raised.value.message and raised.value.headers is None
+
+
+def test_an_engine_that_dies_between_the_check_and_the_submit_is_a_failure():
+    class DyingEngine:
+        alive = True
+
+        def submit(self, request):
+            self.alive = False
+            raise EngineStopped("the server is shutting down")
+
+    state = ServerState(
+        settings=SimpleNamespace(request_timeout_s=5), store=None, keyring=None, metrics=None
+    )
+    state.engine = DyingEngine()
+    prepared = Prepared([], [1, 2], None, SamplingParams(max_tokens=1))
+
+    async def submit_once():
+        submit(state, prepared, CHAT)
+
+    with pytest.raises(APIError) as raised:
+        asyncio.run(submit_once())
+    assert raised.value.code == "failed" and "engine thread" in raised.value.message
