@@ -28,7 +28,7 @@ class RunError(ValueError):
 
 
 # Flags that change what happens after training, not the run itself: a resume may differ in them.
-OUTPUT_ONLY_FLAGS = ("overwrite", "register")
+OUTPUT_ONLY_FLAGS = ("overwrite", "register", "keep")
 
 
 def run_settings(kind: str, cfg, **extra) -> dict:

@@ -351,6 +351,7 @@ def run_eraser(cfg: EraserConfig) -> Path:
     training = {
         "ablation": cfg.ablation,
         "steps": cfg.steps,
+        "kept": cfg.keep,
         "best_loss": job.best_loss,
         "final": {k: last[k] for k in ("loss", "act", "hold", "kl", "norm")},
         "first": {k: rows[0][k] for k in ("loss", "act", "hold", "kl", "norm")},
