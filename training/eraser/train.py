@@ -214,8 +214,8 @@ class EraserJob:
         return rng.randrange(1, len(self.placements)), rng.random() < 0.5
 
     def lr(self, step: int) -> float:
-        """Constant, then (--lr-decay) falling linearly over the last steps: 1/n of lr at the
-        last one, so every step still moves P."""
+        """Constant, then (--lr-decay) falling linearly over the last `decay_steps`: lr /
+        decay_steps at the last one, so every step still moves P."""
         decay_steps = round(self.cfg.lr_decay * self.cfg.steps)
         left = self.cfg.steps - step
         return self.cfg.lr * min(1.0, left / decay_steps) if decay_steps else self.cfg.lr
