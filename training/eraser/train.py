@@ -222,8 +222,9 @@ class EraserJob:
 
     def train_step(self, step: int, rows: list[int]) -> dict[str, float]:
         before = self.prefix.detach().clone()
+        lr = self.lr(step)
         for group in self.opt.param_groups:
-            group["lr"] = self.lr(step)
+            group["lr"] = lr
         k, partner_first = self.placement(step)
         place = self.placements[k]
         prefix = self.prefix
@@ -247,7 +248,7 @@ class EraserJob:
         if k == 0 and loss < self.best_loss:
             self.best_loss, self.best = loss, before
         metrics = {name: v.item() for name, v in parts.items()}
-        return {**metrics, "lr": self.lr(step), "stacked": k, "partner_first": int(partner_first)}
+        return {**metrics, "lr": lr, "stacked": k, "partner_first": int(partner_first)}
 
     def result(self) -> torch.Tensor:
         """--keep best: the lowest-loss P among the steps alone (the last P if every step was
