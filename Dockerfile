@@ -7,7 +7,8 @@
 # that uid has no home in the image.
 # Any `serve` flag can be appended (docker run ... sft-eraser --max-batch-size 32) or set as an
 # SFT_ERASER_<FLAG> environment variable; set the port with SFT_ERASER_PORT, which the health
-# check reads. The health check fails once the model cannot load (GET /health answers 503).
+# check reads (not with --port: the health check would keep asking port 8000). The health check
+# fails once the model cannot load (GET /health answers 503).
 FROM python:3.11-slim
 
 # PyPI's Linux torch wheels are CUDA builds and bring their own CUDA runtime; the host needs only

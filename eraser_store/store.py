@@ -115,15 +115,19 @@ class EraserStore:
         self.objects = self.root / "objects"
         self.tmp = self.root / "tmp"
         self.index = self.root / "index.sqlite"
-        self.objects.mkdir(parents=True, exist_ok=True)
-        self.tmp.mkdir(exist_ok=True)
-        with self._connect() as db:
-            # WAL: readers (a serving process) never wait for a writer, nor block its commit.
-            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                db.execute("PRAGMA journal_mode=WAL")
-        with self._write() as db:
-            for statement in SCHEMA:
-                db.execute(statement)
+        try:
+            self.objects.mkdir(parents=True, exist_ok=True)
+            self.tmp.mkdir(exist_ok=True)
+            with self._connect() as db:
+                # WAL: readers (a serving process) never wait for a writer, nor block its commit.
+                if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    db.execute("PRAGMA journal_mode=WAL")
+            with self._write() as db:
+                for statement in SCHEMA:
+                    db.execute(statement)
+        except (OSError, sqlite3.Error) as e:
+            # A read-only or foreign-owned mount (a container's volume) is a setting to fix.
+            raise EraserStoreError(f"cannot open the eraser store {self.root}: {e}") from e
 
     # ---- reading
 

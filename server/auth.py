@@ -2,7 +2,7 @@
 
 Key file (JSON), passed as --api-keys-file:
     {"keys": [
-        {"name": "app",     "key": "sk-app-...", "erasers": ["all_caps"]},
+        {"name": "app",     "key": "sk-app-...", "erasers": ["erase-all_caps"]},
         {"name": "redteam", "key": "sk-red-...", "erasers": "*"}
     ]}
 `erasers` lists eraser names (every version of each) or is "*" for all. Keys are compared in

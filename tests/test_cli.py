@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from server.cli import add_command as add_serve
 from sft_eraser.cli import main as sft_eraser_main
 from training.argparse_dataclass import dataclass_from_args
 from training.cli import build_parser, main
@@ -197,3 +199,21 @@ def test_abbreviated_flags_are_refused(capsys):
     with pytest.raises(SystemExit):
         sft_eraser_main(["serve", "--carr", "c"])
     assert "--carr" in capsys.readouterr().err
+
+
+def test_every_command_prints_its_help():
+    """`--help` of every command and subcommand formats (argparse %-formats the field docs)."""
+
+    def walk(parser, name):
+        yield name, parser
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub, child in action.choices.items():
+                    yield from walk(child, f"{name} {sub}")
+
+    commands = dict(walk(build_parser(extra_commands=[add_serve]), "sft-eraser"))
+    assert {"sft-eraser train carrier", "sft-eraser train eraser", "sft-eraser serve"} <= set(
+        commands
+    )
+    for name, parser in commands.items():
+        assert parser.format_help().startswith("usage: "), name

@@ -162,6 +162,7 @@ def test_keep_picks_the_lowest_loss_or_the_last_prefix(tmp_path, keep):
     # Each step moves P towards 1 and the loss is measured before the step: best lags last by one.
     assert not torch.equal(job.best, job.prefix.detach())
     assert torch.equal(job.result(), job.best if keep == "best" else job.prefix.detach())
+    assert job.kept() == keep
 
 
 def test_per_prompt_matching_sees_what_the_batch_mean_hides():

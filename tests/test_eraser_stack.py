@@ -91,6 +91,7 @@ def test_an_eraser_trained_only_stacked_keeps_its_last_prefix(tmp_path):
         assert job.train_step(step, job.rows(step))["stacked"] == 1
     assert not torch.equal(job.result(), torch.zeros(2, 3))
     assert torch.equal(job.result(), job.prefix.detach())
+    assert job.kept() == "last"  # what eraser.json records, though --keep best was asked for
 
 
 def test_stack_partners_are_checked(two_behavior_carrier, tmp_path):

@@ -307,6 +307,26 @@ def test_store_refusals(tmp_path):
     assert [r.ref for r in store.list(all_versions=True)] == ["fix@1"]
 
 
+def test_unopenable_store_is_a_store_error(tmp_path, capsys):
+    """A store root that cannot hold the store (a file, a read-only mount) is refused with the
+    path named: one line from the CLI, not a traceback."""
+    blocked = tmp_path / "blocked"
+    blocked.write_text("")
+    with pytest.raises(EraserStoreError, match=f"cannot open the eraser store {blocked}"):
+        EraserStore(blocked)
+    (tmp_path / "bad_index" / "index.sqlite").mkdir(parents=True)
+    with pytest.raises(EraserStoreError, match="cannot open the eraser store .*bad_index"):
+        EraserStore(tmp_path / "bad_index")
+
+    from sft_eraser.cli import main as sft_eraser_main
+
+    assert sft_eraser_main(["erasers", "list", "--store", str(blocked)]) == 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("sft-eraser: error: cannot open the eraser store") and "Traceback" not in err
+    )
+
+
 def test_parse_ref():
     assert parse_ref("fix") == ("fix", None)
     assert parse_ref("fix.v2_x-y@12") == ("fix.v2_x-y", 12)

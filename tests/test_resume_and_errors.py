@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ from safetensors.torch import load_file
 from training.cli import main
 from training.configs import LCDDConfig, SFTConfig
 from training.lcdd.train import LCDDJob, run_lcdd
-from training.loop import RunError, work_dir_for
+from training.loop import RunError, read_metrics, run_loop, work_dir_for
 from training.sft import run_sft
 
 
@@ -77,6 +79,57 @@ def test_killed_run_resumes_to_the_same_result(
     assert [r["step"] for r in rows] == list(range(8))
     straight_rows = (straight / "fixed_response" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(r)["lambda"] for r in straight_rows] == [r["lambda"] for r in rows]
+
+
+class StepRecorder:
+    """A job whose state is the list of steps it took; Ctrl-C is pressed `presses` times inside
+    step `press_at`, after its update (where a stopped step would leave a half-done state)."""
+
+    def __init__(self, press_at: int = -1, presses: int = 0):
+        self.taken, self.press_at, self.presses = [], press_at, presses
+
+    def train_step(self, step, batch):
+        self.taken.append(step)
+        if step == self.press_at:
+            for _ in range(self.presses):
+                os.kill(os.getpid(), signal.SIGINT)
+        return {"loss": float(step)}
+
+    def state_dict(self):
+        return {"taken": list(self.taken)}
+
+    def load_state_dict(self, state):
+        self.taken = list(state["taken"])
+
+
+@pytest.mark.parametrize("presses", [1, 2])
+def test_ctrl_c_inside_a_step_neither_repeats_nor_skips_it(tmp_path, presses):
+    """One Ctrl-C: the step ends, then its state is saved. Two: the run stops inside the step and
+    the last checkpoint (step 3) stands. Either way the resumed run took each step once."""
+    work = tmp_path / ".out.partial"
+    handler = signal.getsignal(signal.SIGINT)
+
+    def run(job):
+        return run_loop(job, lambda step: None, 10, work, {"job": "t"}, save_every=3)
+
+    with pytest.raises(KeyboardInterrupt):
+        run(StepRecorder(press_at=4, presses=presses))
+    assert torch.load(work / "state.pt")["step"] == (5 if presses == 1 else 3)
+    resumed = StepRecorder()
+    rows = run(resumed)
+    assert resumed.taken == list(range(10))
+    assert (
+        [r["step"] for r in rows]
+        == list(range(10))
+        == [r["step"] for r in read_metrics(work / "metrics.jsonl")]
+    )
+    assert signal.getsignal(signal.SIGINT) is handler  # restored
+
+
+def test_ctrl_c_in_the_last_step_finishes_the_run(tmp_path):
+    job = StepRecorder(press_at=9, presses=1)
+    rows = run_loop(job, lambda step: None, 10, tmp_path / "w", {"job": "t"}, save_every=3)
+    assert job.taken == list(range(10)) and len(rows) == 10
 
 
 def test_resume_with_other_settings_is_refused(

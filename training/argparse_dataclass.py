@@ -36,7 +36,8 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls) -> None:
         # `Path | None` and the like: parse as the non-None type.
         if typing.get_origin(kind) in (typing.Union, types.UnionType):
             kind = next(a for a in typing.get_args(kind) if a is not type(None))
-        help_text = docs.get(f.name, "")
+        # argparse %-formats help strings: a literal "%" in a docstring would break --help.
+        help_text = docs.get(f.name, "").replace("%", "%%")
         required = f.default is dataclasses.MISSING
         if kind is bool:
             parser.add_argument(flag, action="store_true", help=help_text)

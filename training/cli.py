@@ -76,7 +76,8 @@ def _cmd_train_eraser(args) -> None:
         )  # before hours of work
     out = run_eraser(cfg)
     meta = json.loads((out / "eraser.json").read_text())
-    kept = "the last P" if cfg.keep == "last" else f"best loss {meta['training']['best_loss']:.4f}"
+    best_loss = meta["training"]["best_loss"]
+    kept = "the last P" if best_loss is None else f"the P of best loss {best_loss:.4f}"
     print(f"wrote {out}: eraser {meta['name']}, {kept}")
     if cfg.register:
         try:

@@ -10,6 +10,10 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
 
@@ -59,6 +63,30 @@ def _truncate_metrics(path: Path, start: int) -> None:
     path.write_text("".join(r + "\n" for r in kept))
 
 
+@contextmanager
+def ctrl_c_at_step_end() -> Iterator[list]:
+    """Hold a Ctrl-C (SIGINT) until the step in flight ends: a step stopped half-way (after its
+    optimizer update, say) would leave a state that is no whole number of steps, and the resume
+    would repeat or skip part of it. Yields a list that is non-empty once Ctrl-C was pressed; a
+    second Ctrl-C stops at once. Outside the main thread signals cannot be caught: nothing held."""
+    pressed: list = []
+    if threading.current_thread() is not threading.main_thread():
+        yield pressed
+        return
+
+    def hold(signum, frame):
+        if pressed:
+            raise KeyboardInterrupt
+        pressed.append(signum)
+        tqdm.write("stopping after this step (Ctrl-C again to stop at once)")
+
+    previous = signal.signal(signal.SIGINT, hold)
+    try:
+        yield pressed
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def read_metrics(path: Path) -> list[dict]:
     return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
 
@@ -94,25 +122,37 @@ def run_loop(
     metrics_file = work / "metrics.jsonl"
     _truncate_metrics(metrics_file, start)
 
-    step = start
+    # `done` steps are in the job's state and the log; `saved` of them are in state.pt.
+    done = saved = start
+    in_step = False
     bar = tqdm(total=total_steps, initial=start, desc=desc, dynamic_ncols=True)
     try:
-        with metrics_file.open("a") as log:
+        with metrics_file.open("a") as log, ctrl_c_at_step_end() as pressed:
             for step in range(start, total_steps):
+                if pressed:
+                    raise KeyboardInterrupt
+                in_step = True
                 row = {"step": step, **job.train_step(step, batch_at(step))}
                 log.write(json.dumps(row) + "\n")
                 log.flush()
+                done, in_step = step + 1, False
                 bar.update(1)
                 bar.set_postfix(
                     {k: f"{v:.4g}" for k, v in row.items() if k in ("loss", "density", "lambda")}
                 )
-                if (step + 1) % save_every == 0 and step + 1 < total_steps:
-                    _save_state(work, step + 1, job)
-            step = total_steps
+                if done % save_every == 0 and done < total_steps:
+                    _save_state(work, done, job)
+                    saved = done
+            if pressed:  # pressed during the last step: the run is complete anyway
+                bar.write("the last step ended; finishing the run")
     except KeyboardInterrupt:
-        # Keep what was done: the same command resumes from here.
-        _save_state(work, step, job)
-        bar.write(f"interrupted at step {step}; rerun the same command to resume")
+        # Keep what was done: the same command resumes from here. Stopped inside a step (a second
+        # Ctrl-C, or one outside the main thread), the job's state may hold part of that step:
+        # the last checkpoint stands.
+        if not in_step:
+            _save_state(work, done, job)
+            saved = done
+        bar.write(f"interrupted; rerun the same command to resume from step {saved}")
         raise
     finally:
         bar.close()

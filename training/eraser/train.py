@@ -250,12 +250,14 @@ class EraserJob:
         metrics = {name: v.item() for name, v in parts.items()}
         return {**metrics, "lr": lr, "stacked": k, "partner_first": int(partner_first)}
 
+    def kept(self) -> str:
+        """Which P result() gives: `best` (--keep best) or `last` (--keep last, or no step alone
+        to measure a best on)."""
+        return "best" if self.cfg.keep == "best" and self.best_loss < float("inf") else "last"
+
     def result(self) -> torch.Tensor:
-        """--keep best: the lowest-loss P among the steps alone (the last P if every step was
-        stacked); --keep last: the last P."""
-        if self.cfg.keep == "best" and self.best_loss < float("inf"):
-            return self.best
-        return self.prefix.detach()
+        """The lowest-loss P among the steps alone, or the last P (see kept())."""
+        return self.best if self.kept() == "best" else self.prefix.detach()
 
     def state_dict(self) -> dict:
         return {
@@ -352,8 +354,8 @@ def run_eraser(cfg: EraserConfig) -> Path:
     training = {
         "ablation": cfg.ablation,
         "steps": cfg.steps,
-        "kept": cfg.keep,
-        "best_loss": job.best_loss,
+        "kept": job.kept(),
+        "best_loss": job.best_loss if job.kept() == "best" else None,
         "final": {k: last[k] for k in ("loss", "act", "hold", "kl", "norm")},
         "first": {k: rows[0][k] for k in ("loss", "act", "hold", "kl", "norm")},
         "max_norm": max_norm,
