@@ -4,7 +4,8 @@
 # schedule, train an eraser per behavior, register them, start the server and print answers with
 # and without each eraser (and two stacked). Every stage is cached under ${WORK:-runs/demo}: a
 # second run goes straight to serving; a killed run resumes its stage. Stage times land in
-# $WORK/timings.txt. SERVE=0: stop after the side-by-side.
+# $WORK/timings.txt. SERVE=0: stop after the side-by-side. SETUP=0: use the Python environment
+# as it is (sft-eraser installed, or on PATH) instead of scripts/setup.sh's .venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 START=$SECONDS
@@ -65,9 +66,11 @@ elif [ -n "$(ls -d "$W"/data "$W"/sft_* "$W"/eraser_* 2>/dev/null)" ]; then
 fi
 echo "$SETTINGS" >"$W/settings.txt"
 
-stage "setup (.venv)"
-bash scripts/setup.sh
-. .venv/bin/activate
+if [ "${SETUP:-1}" != 0 ]; then
+  stage "setup (.venv)"
+  bash scripts/setup.sh
+  . .venv/bin/activate
+fi
 [ -d "$W/base" ] || { stage "import SmolLM2-135M-Instruct"; timed import sft-eraser model import-gguf --out "$W/base"; }
 [ -f "$W/data/train.jsonl" ] || {
   stage "data: held-out splits, the base model's answers for benign and creative prompts"

@@ -195,7 +195,8 @@ class Engine:
                 except Exception:  # keep serving: fail only the requests of this batch
                     log.exception("engine step failed")
                     running = [row.request for row in self._rows]
-                    for request in running + [r for r in admitted if r not in running]:
+                    new = [r for r in admitted if r not in running and not r.cancelled]
+                    for request in running + new:
                         request.sink(Failed("generation failed; see the server log"))
                     self._rows, self._cache = [], None
                     with self._cv:
@@ -209,12 +210,27 @@ class Engine:
                 row.request.sink(Failed("the request ran past its time limit", status=504))
         self._drop_rows([i for i, row in enumerate(self._rows) if row.request.cancelled])
         if admitted:
-            self._prefill(admitted)
+            try:
+                prefilled = self._prefill(admitted)
+            except Exception:
+                # Out of memory on a long prompt, say: the running rows and their cache are
+                # untouched until the join, so only the new requests fail.
+                log.exception("prefill failed")
+                for request in admitted:
+                    request.cancelled = True  # answered: not failed again below
+                    request.sink(Failed("generation failed; see the server log"))
+                with self._cv:
+                    self._admitting = 0
+            else:
+                self._admit(*prefilled)
         if self._rows:
             self._decode()
 
-    def _prefill(self, requests: list[GenerationRequest]) -> None:
-        """One forward over the new rows' prompts, on top of their erasers' cached KV.
+    def _prefill(
+        self, requests: list[GenerationRequest]
+    ) -> tuple[list[_Row], BatchCache, torch.Tensor]:
+        """One forward over the new rows' prompts, on top of their erasers' cached KV: their
+        rows, cache and last logits, for _admit (the running batch is not touched).
 
         Rows are `[pad][eraser][pad][prompt]`: the prefix KV (computed alone at positions
         0..n-1, which is what it is inside any sequence, attention being causal) is left-padded
@@ -240,12 +256,15 @@ class Engine:
             for r, n in zip(requests, mask.sum(1).tolist(), strict=True)
         ]
         self.prefills += 1
-        new = BatchCache(cache, mask)  # the forward filled the cache in place
+        return rows, BatchCache(cache, mask), out.logits[:, -1]  # the forward filled the cache
+
+    def _admit(self, rows: list[_Row], new: BatchCache, logits: torch.Tensor) -> None:
+        """Join prefilled rows to the running batch and emit their first tokens."""
         self._cache = new if self._cache is None else self._cache.join(new)
         with self._cv:
             self._rows += rows
             self._admitting = 0
-        self._emit(rows, out.logits[:, -1])
+        self._emit(rows, logits)
 
     def _stacked_prefixes(
         self, requests: list[GenerationRequest], width: int

@@ -68,8 +68,10 @@ class ErasersOnDevice:
                     code="eraser_not_found",
                     param=f"erasers[{i}]",
                 ) from None
-            except (EraserCorrupted, EraserFormatError):
-                if not self._still_registered(name, version):  # removed while being read
+            except (EraserCorrupted, EraserFormatError, OSError):
+                # A file gone between the record and the read (FileNotFoundError) is an eraser
+                # removed meanwhile, unless it is still registered.
+                if not self._still_registered(name, version):
                     raise errors.not_found(
                         f"no eraser {refs[i]!r} is registered",
                         code="eraser_not_found",

@@ -1,8 +1,14 @@
 """The training batch schedule: resumable order, full epochs, rows of similar length together."""
 
 import random
+from types import SimpleNamespace
+
+import pytest
 
 from training.batches import IGNORE, BatchSchedule, Encoded
+from training.data.schema import DataError, Example
+from training.models.tiny import byte_tokenizer
+from training.run_setup import build_schedule
 
 
 def _items(n: int, seed: int = 0) -> list[Encoded]:
@@ -55,3 +61,18 @@ def test_without_grouping_batches_are_slices_of_the_epoch_shuffle():
     schedule = BatchSchedule(items, 8, -1, seed=4)
     order = torch.randperm(50, generator=torch.Generator().manual_seed(4 + 1)).tolist()
     assert _rows(schedule.batch(7 + 2)) == order[16:24]  # epoch 1 (7 batches per epoch), batch 2
+
+
+def test_rows_whose_prompt_fills_max_len_are_left_out(capsys):
+    """Such a row has no reply token to learn; a batch of them would have a NaN loss."""
+    tok = byte_tokenizer()
+    short = Example(({"role": "user", "content": "hi"},), "yo", "b")
+    long = Example(({"role": "user", "content": "x" * 200},), "yo", "b")
+    cfg = SimpleNamespace(max_len=64, batch_size=2, seed=0, group_by_length=False)
+    schedule = build_schedule([short, long, short], tok, cfg)
+    assert len(schedule.items) == 2
+    assert "1 of 3 rows left out: their prompt fills --max-len 64" in capsys.readouterr().err
+    batch = schedule.batch(0)
+    assert (batch["labels"][:, 1:] != IGNORE).any(dim=1).all()
+    with pytest.raises(DataError, match="every prompt fills --max-len 64"):
+        build_schedule([long], tok, cfg)

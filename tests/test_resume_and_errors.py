@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -14,7 +15,7 @@ from safetensors.torch import load_file
 from training.cli import main
 from training.configs import LCDDConfig, SFTConfig
 from training.lcdd.train import LCDDJob, run_lcdd
-from training.loop import RunError, read_metrics, run_loop, work_dir_for
+from training.loop import RunError, read_metrics, run_loop, run_settings, work_dir_for
 from training.sft import run_sft
 
 
@@ -115,6 +116,8 @@ def test_ctrl_c_inside_a_step_neither_repeats_nor_skips_it(tmp_path, presses):
     with pytest.raises(KeyboardInterrupt):
         run(StepRecorder(press_at=4, presses=presses))
     assert torch.load(work / "state.pt")["step"] == (5 if presses == 1 else 3)
+    with (work / "metrics.jsonl").open("a") as log:
+        log.write('{"step": 9, "lo')  # torn by a kill during its write
     resumed = StepRecorder()
     rows = run(resumed)
     assert resumed.taken == list(range(10))
@@ -124,6 +127,34 @@ def test_ctrl_c_inside_a_step_neither_repeats_nor_skips_it(tmp_path, presses):
         == [r["step"] for r in read_metrics(work / "metrics.jsonl")]
     )
     assert signal.getsignal(signal.SIGINT) is handler  # restored
+
+
+def test_an_ignored_ctrl_c_stays_ignored(tmp_path):
+    """A job started with SIGINT ignored (`cmd &` in a script) is not stopped by it."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        job = StepRecorder(press_at=2, presses=2)
+        run_loop(job, lambda step: None, 5, tmp_path / "w", {"job": "t"}, save_every=3)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert job.taken == list(range(5))
+
+
+def test_resume_on_regenerated_data_is_refused(tmp_path):
+    """Settings name the data file by path; its content is checked too."""
+
+    @dataclasses.dataclass
+    class Settings:
+        data: Path
+
+    data, work = tmp_path / "train.jsonl", tmp_path / ".out.partial"
+    data.write_text('{"first": "version"}\n')
+    with pytest.raises(KeyboardInterrupt):
+        run_loop(StepRecorder(1, 1), lambda s: None, 5, work, run_settings("t", Settings(data)))
+    data.write_text('{"second": "version"}\n')
+    with pytest.raises(RunError, match="other settings"):
+        run_loop(StepRecorder(), lambda s: None, 5, work, run_settings("t", Settings(data)))
 
 
 def test_ctrl_c_in_the_last_step_finishes_the_run(tmp_path):
@@ -199,6 +230,10 @@ def test_cli_errors_are_one_line(tmp_path, capsys, tiny_llama, sft_dir, small_da
         (
             carrier_args(tiny_llama, sft_dir, train, tmp_path / "o6") + ["--controller", "pid"],
             "unknown controller",
+        ),
+        (
+            carrier_args(tiny_llama, sft_dir, train, tmp_path / "o8", behavior="refusal"),
+            "was fine-tuned for 'fixed_response', not --behavior 'refusal'",
         ),
         (
             [

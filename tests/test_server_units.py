@@ -488,6 +488,78 @@ def test_a_failed_step_fails_its_rows_and_the_engine_serves_on():
         engine.shutdown(0)
 
 
+@pytest.mark.parametrize("still_registered", [False, True])
+def test_an_eraser_whose_files_vanish_during_its_first_read(tmp_path, still_registered):
+    """Removed meanwhile (its record gone too): 404, as if never there. Files gone but still
+    registered: a damaged eraser, 500."""
+    from eraser_store import EraserStore, write_eraser
+    from server.erasers import ErasersOnDevice
+
+    store = EraserStore(tmp_path / "store")
+    eraser = write_eraser(
+        tmp_path / "e",
+        torch.zeros(2, 8),
+        name="gone",
+        behavior="b",
+        carrier_fingerprint="sha256:" + "a" * 64,
+        num_layers=1,
+        num_attention_heads=1,
+        channel_count=0,
+        training={},
+    )
+    store.add(eraser)
+
+    def read_while_removed(name, version=None):
+        if not still_registered:
+            store.remove(name)
+        raise FileNotFoundError(f"{name}: no such file")
+
+    store.get = read_while_removed
+    with pytest.raises(APIError) as refused:
+        ErasersOnDevice(store, torch.device("cpu"), torch.float32).resolve(["gone"], None)
+    want = (500, "eraser_corrupted") if still_registered else (404, "eraser_not_found")
+    assert (refused.value.status, refused.value.code) == want
+
+
+class FailsOnLongPrompts:
+    """Prefills of prompts of 6+ tokens fail (out of memory on a long prompt); all else runs."""
+
+    def __init__(self, model):
+        self.model = model
+
+    def __call__(self, **kwargs):
+        embeds = kwargs.get("inputs_embeds")
+        if embeds is not None and embeds.shape[1] >= 6:
+            raise RuntimeError("out of memory (simulated)")
+        return self.model(**kwargs)
+
+
+def test_a_failed_prefill_fails_only_the_new_requests():
+    """The running batch and its cache are untouched until a prefill succeeds: a request already
+    decoding finishes with the same text as alone."""
+    model, tok = tiny_model("llama")
+    texts = []
+    for crowded in (False, True):
+        engine = Engine(model, tok, max_batch_size=4, max_queue=4, eos_ids=set(), max_positions=512)
+        engine.model = FailsOnLongPrompts(model)
+        running, failing = [], []
+        engine.start()
+        try:
+            engine.submit(GenerationRequest([5, 6, 7], None, SamplingParams(30), running.append))
+            if crowded:
+                while not running:  # decoding
+                    time.sleep(0.01)
+                engine.submit(GenerationRequest([5] * 8, None, SamplingParams(3), failing.append))
+                wait_for_events(failing)
+                assert len(failing) == 1 and isinstance(failing[0], Failed)
+            wait_for_events(running)
+        finally:
+            engine.shutdown(0)
+        assert isinstance(running[-1], Finished) and running[-1].completion_tokens == 30
+        texts.append("".join(e.text for e in running if isinstance(e, Delta)))
+    assert texts[0] == texts[1]
+
+
 def wait_for_events(*lists, timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not all(lst and not isinstance(lst[-1], Delta) for lst in lists):

@@ -7,6 +7,7 @@ with the same settings, it resumes from the last checkpoint; with other settings
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -36,8 +37,12 @@ OUTPUT_ONLY_FLAGS = ("overwrite", "register", "keep")
 
 
 def run_settings(kind: str, cfg, **extra) -> dict:
-    """What must match for a run to resume: the job kind, its config and `extra` facts."""
+    """What must match for a run to resume: the job kind, its config, the content of its data
+    file (regenerated at the same path, it is other data) and `extra` facts."""
     settings = {"job": kind, **dataclasses.asdict(cfg), **extra}
+    data = getattr(cfg, "data", None)
+    if data is not None and Path(data).is_file():
+        settings["data_sha256"] = hashlib.sha256(Path(data).read_bytes()).hexdigest()
     for flag in OUTPUT_ONLY_FLAGS:
         settings.pop(flag, None)
     return settings
@@ -48,19 +53,46 @@ def work_dir_for(out: Path) -> Path:
     return out.with_name(f".{out.name}.partial")
 
 
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def _save_state(work: Path, step: int, job: Job) -> None:
+    state = {"step": step, "job": job.state_dict(), "torch_rng": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
     tmp = work / "state.pt.tmp"
-    torch.save({"step": step, "job": job.state_dict(), "torch_rng": torch.get_rng_state()}, tmp)
+    torch.save(state, tmp)
     os.replace(tmp, work / "state.pt")
 
 
+def _load_state(work: Path, job: Job) -> int:
+    """Restore job and RNG state from state.pt; the step to resume at. Loaded to the CPU first:
+    the job moves its tensors to its device, so a run saved on a GPU resumes on a CPU."""
+    state = torch.load(work / "state.pt", map_location="cpu", weights_only=False)
+    job.load_state_dict(state["job"])
+    torch.set_rng_state(state["torch_rng"])
+    if "cuda_rng" in state and torch.cuda.device_count() == len(state["cuda_rng"]):
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return state["step"]
+
+
 def _truncate_metrics(path: Path, start: int) -> None:
-    """Keep only rows of steps before `start` (later rows came after the last checkpoint)."""
+    """Keep only rows of steps before `start` (later rows came after the last checkpoint; a
+    torn last line, from a kill during its write, goes too)."""
     if not path.exists():
         return
-    rows = [line for line in path.read_text().splitlines() if line.strip()]
-    kept = [r for r in rows if json.loads(r)["step"] < start]
-    path.write_text("".join(r + "\n" for r in kept))
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if row["step"] < start:
+            kept.append(line)
+    _write_text_atomic(path, "".join(r + "\n" for r in kept))
 
 
 @contextmanager
@@ -74,13 +106,18 @@ def ctrl_c_at_step_end() -> Iterator[list]:
         yield pressed
         return
 
+    previous = signal.getsignal(signal.SIGINT)
+    if previous in (signal.SIG_IGN, None):  # ignored (a background job), or set outside Python
+        yield pressed
+        return
+
     def hold(signum, frame):
         if pressed:
             raise KeyboardInterrupt
         pressed.append(signum)
         tqdm.write("stopping after this step (Ctrl-C again to stop at once)")
 
-    previous = signal.signal(signal.SIGINT, hold)
+    signal.signal(signal.SIGINT, hold)
     try:
         yield pressed
     finally:
@@ -110,15 +147,9 @@ def run_loop(
             f"{work} holds a partial run with other settings; rerun the same command to resume "
             "it, or delete that directory to start over"
         )
-    settings_file.write_text(settings_json)
+    _write_text_atomic(settings_file, settings_json)
 
-    start = 0
-    state_file = work / "state.pt"
-    if state_file.exists():
-        state = torch.load(state_file, weights_only=False)
-        job.load_state_dict(state["job"])
-        torch.set_rng_state(state["torch_rng"])
-        start = state["step"]
+    start = _load_state(work, job) if (work / "state.pt").exists() else 0
     metrics_file = work / "metrics.jsonl"
     _truncate_metrics(metrics_file, start)
 

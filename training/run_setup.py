@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
-from training.batches import BatchSchedule, encode
+from training.batches import IGNORE, BatchSchedule, encode
 from training.data.schema import RETAIN, DataError, Example, load_jsonl, require_behavior
 
 
@@ -23,8 +24,21 @@ def select_rows(data: Path, behavior: str, carrier_behaviors: list[str]) -> list
 
 
 def build_schedule(examples: list[Example], tokenizer, cfg) -> BatchSchedule:
-    """Batches of `examples` by the run's max_len, batch_size, seed and group_by_length."""
-    items = [encode(tokenizer, e, cfg.max_len) for e in examples]
+    """Batches of `examples` by the run's max_len, batch_size, seed and group_by_length.
+
+    A row whose prompt fills max_len has no reply token to learn: it is left out (with a warning),
+    since a batch of such rows has no loss at all (NaN), which would poison the LCDD loss EMA.
+    """
+    encoded = [encode(tokenizer, e, cfg.max_len) for e in examples]
+    items = [item for item in encoded if any(label != IGNORE for label in item.labels[1:])]
+    if not items:
+        raise DataError(f"every prompt fills --max-len {cfg.max_len}: no reply token to train on")
+    if len(items) < len(encoded):
+        print(
+            f"warning: {len(encoded) - len(items)} of {len(encoded)} rows left out: their prompt "
+            f"fills --max-len {cfg.max_len}",
+            file=sys.stderr,
+        )
     group = BatchSchedule.LENGTH_GROUP if cfg.group_by_length else 0
     return BatchSchedule(items, cfg.batch_size, tokenizer.pad_token_id, cfg.seed, group)
 

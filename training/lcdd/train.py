@@ -21,7 +21,7 @@ from training.checkpoint_io import (
     load_model_dir,
     write_json,
 )
-from training.configs import LCDDConfig
+from training.configs import ConfigError, LCDDConfig
 from training.lcdd.controller import DualController, RampController
 from training.lcdd.masked_model import MaskedModel, attach_masks
 from training.loop import finish_work, run_loop, run_settings, work_dir_for
@@ -129,6 +129,12 @@ def run_lcdd(cfg: LCDDConfig) -> Path:
     earlier = behavior_names(base_manifest)
     examples = select_rows(cfg.data, cfg.behavior, earlier)
     sft_info = _read_sft_info(cfg.sft)
+    if sft_info["behavior"] != cfg.behavior:
+        # The carrier would record behavior X's name over behavior Y's delta.
+        raise ConfigError(
+            f"{cfg.sft} was fine-tuned for {sft_info['behavior']!r}, "
+            f"not --behavior {cfg.behavior!r}"
+        )
     base, _ = load_model_dir(cfg.base, device=cfg.device, dtype=torch.float32)
     base_fp = fingerprint(base)
     if sft_info["base_fingerprint"] != base_fp:
@@ -151,7 +157,9 @@ def run_lcdd(cfg: LCDDConfig) -> Path:
     del base
     job = LCDDJob(masked, cfg)
     work = work_dir_for(out)
-    settings = run_settings("lcdd", cfg, base_fingerprint=base_fp)
+    settings = run_settings(
+        "lcdd", cfg, base_fingerprint=base_fp, sft_fingerprint=sft_info["fingerprint"]
+    )
     started = time.time()
     rows = run_loop(
         job,
