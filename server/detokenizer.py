@@ -53,10 +53,14 @@ class TextStream:
         return min(hits) if hits else None
 
     def _held_back(self) -> int:
-        hold = len(self.text) - len(self.text.rstrip(INCOMPLETE))
+        """Characters at the end that the next token may still change: an incomplete UTF-8
+        sequence, and before it the longest start of a stop string (the incomplete character
+        may be that string's next one)."""
+        settled = self.text.rstrip(INCOMPLETE)
+        partial = 0
         for s in self.stop:
-            for k in range(min(len(s) - 1, len(self.text)), 0, -1):
-                if self.text.endswith(s[:k]):
-                    hold = max(hold, k)
+            for k in range(min(len(s) - 1, len(settled)), 0, -1):
+                if settled.endswith(s[:k]):
+                    partial = max(partial, k)
                     break
-        return hold
+        return len(self.text) - len(settled) + partial

@@ -122,6 +122,15 @@ def test_an_incomplete_utf8_sequence_is_held_back():
     assert "\ufffd" in stream.flush()  # a reply cut mid-character still hands out its text
 
 
+def test_a_stop_string_ending_in_a_split_character_leaks_nothing():
+    tok = byte_tokenizer()
+    ids = tok.encode("a的人b", add_special_tokens=False)  # 人: three byte tokens
+    stream = TextStream(tok, stop=["的人"])
+    out = feed(stream, ids)
+    assert "".join(t for t, _ in out) == "a" and out[-1][1]
+    assert stream.text == "a"
+
+
 # ---- API keys
 
 
