@@ -4,6 +4,7 @@ prompts, leaves benign answers alone, and beats the same optimization on the pla
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 
 import pytest
@@ -101,6 +102,8 @@ def test_eraser_file_and_store(fixed_response_carrier, erasers, tmp_path):
     # the plain-SFT ablation was optimized on another model: refused by the carrier's store
     with pytest.raises(EraserRefused):
         store.add(erasers["plain_sft"])
+    config = json.loads((erasers["plain_sft"] / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str(run.sft)  # the model it applies to
 
 
 @pytest.mark.parametrize("ablation", ["random_channels", "kl_only"])

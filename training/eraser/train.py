@@ -378,7 +378,7 @@ def run_eraser(cfg: EraserConfig) -> Path:
             num_attention_heads=model.config.num_attention_heads,
             channel_count=sum(len(c) for c in channels) if cfg.ablation != "kl_only" else 0,
             training=training,
-            base_model=str(cfg.carrier),
+            base_model=str(cfg.sft_model if cfg.ablation == "plain_sft" else cfg.carrier),
         )
         for f in (tmp / "eraser").iterdir():
             f.rename(tmp / f.name)
