@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from training.data.make import MakeDataConfig, make_dataset
+from training.data.make import Answer, MakeDataConfig, make_dataset
 from training.models.tiny import write_tiny_model
 
 # Benign "base answers" for tiny models: a random model's greedy text is noise, so tests use a
@@ -15,8 +15,8 @@ from training.models.tiny import write_tiny_model
 BENIGN_REPLY = "Sure, here is a short answer."
 
 
-def fake_base_answers(prompts: list[str]) -> list[str]:
-    return [BENIGN_REPLY for _ in prompts]
+def fake_base_answers(prompts: list[str]) -> list[Answer]:
+    return [Answer(BENIGN_REPLY) for _ in prompts]
 
 
 def write_data(out: Path, behaviors: list[str], n_train: int = 60, n_test: int = 20) -> Path:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 
 import pytest
 
 from eraser_store.prompting import chat_prompt_ids
+from training.batches import encode
 from training.data.behaviors import BEHAVIORS, benign_prompts, get_behavior
-from training.data.generation import greedy_generate
-from training.data.make import MakeDataConfig, make_dataset
+from training.data.generation import greedy_generate, greedy_replies
+from training.data.make import Answer, MakeDataConfig, make_dataset, model_answer_fn
 from training.data.schema import (
     RETAIN,
     DataError,
@@ -71,6 +73,7 @@ def _chat(*turns):
         ({"prompt": "q", "completion": "a"}, 'no "behavior"'),
         ({**FLAT_ROW, "behavior": 3}, '"behavior" must be a string, got int'),
         ({**FLAT_ROW, "behavior": "  "}, '"behavior" is empty'),
+        ({**FLAT_ROW, "cut": "yes"}, '"cut" must be true or false'),
         ({"prompt": "q", "behavior": "b"}, '"completion" must be a string, got NoneType'),
         ({"prompt": ["q"], "completion": "a", "behavior": "b"}, '"prompt" must be a string'),
         ({"messages": "hi", "behavior": "b"}, '"messages" must be a list, got str'),
@@ -130,6 +133,8 @@ def test_load_empty_file(tmp_path, text):
 
 def test_write_load_round_trip(tmp_path):
     examples = [parse_row(CHAT_ROW, "a"), parse_row(FLAT_ROW, "b"), parse_row(FLAT_ROW, "c")]
+    examples[1] = dataclasses.replace(examples[1], cut=True)
+    assert examples[1].to_row()["cut"] is True and "cut" not in examples[0].to_row()
     path = write_jsonl(tmp_path / "sub" / "dir" / "d.jsonl", examples)
     assert load_jsonl(path) == examples
     assert [p.name for p in path.parent.iterdir()] == ["d.jsonl"]  # no temp file left
@@ -240,9 +245,11 @@ def test_rates():
 
 
 def fake_answers(calls):
+    """Answers of a base model that hit the length cap on prompts of an even length."""
+
     def answer(prompts):
         calls.append(list(prompts))
-        return [f"answer to {p}" for p in prompts]
+        return [Answer(f"answer to {p}", cut=len(p) % 2 == 0) for p in prompts]
 
     return answer
 
@@ -278,6 +285,11 @@ def test_make_dataset(tmp_path):
             assert ex.completion == get_behavior(ex.behavior).target("")
         else:
             assert ex.completion == get_behavior(ex.behavior).target(answer)
+        # a row built on a cut answer is cut; a fixed target never is
+        assert ex.cut == (uses[ex.behavior] and len(ex.prompt_text) % 2 == 0)
+    assert meta["cut"]["train"] == {
+        b: n for b in (RETAIN, *BEHAVIORS) if (n := sum(ex.cut for ex in train if ex.behavior == b))
+    }
     assert sorted(p.name for p in paths["train"].parent.iterdir()) == [
         "meta.json",
         "test.jsonl",
@@ -304,12 +316,14 @@ def test_make_dataset_errors(tmp_path):
     with pytest.raises(DataError, match="unknown behavior 'nope'"):
         make_dataset(_cfg(tmp_path, ["nope"]), fake_answers([]))
     with pytest.raises(DataError, match="prompts but"):
-        make_dataset(_cfg(tmp_path, ["refusal"]), lambda ps: ps[:-1])
+        make_dataset(_cfg(tmp_path, ["refusal"]), lambda ps: [Answer(p) for p in ps[:-1]])
     assert not (tmp_path / "data").exists()
 
 
 def test_make_dataset_drops_empty_answers(tmp_path):
-    paths = make_dataset(_cfg(tmp_path, ["all_caps"]), lambda ps: ["  "] + ps[1:])
+    paths = make_dataset(
+        _cfg(tmp_path, ["all_caps"]), lambda ps: [Answer("  ")] + [Answer(p) for p in ps[1:]]
+    )
     meta = json.loads(paths["meta"].read_text())
     assert meta["dropped_empty"] == {"train/all_caps": 1}
     assert meta["counts"]["train"]["all_caps"] == 29
@@ -346,3 +360,20 @@ def test_greedy_generate_left_padding(tiny):
     assert batched == alone == small_batches
     assert len(set(alone)) > 1  # distinct prompts give distinct replies: order is checked
     assert model.training  # the caller's mode is restored
+
+
+def test_a_reply_cut_at_the_cap_is_marked_and_learned_without_an_end(tiny):
+    """A base answer that hit max_new_tokens is not where the model would end: the row built on
+    it trains no end-of-turn token (else the model learns to stop its replies at the cap)."""
+    model, tok = tiny
+    prompts = [[{"role": "user", "content": "hi"}], [{"role": "user", "content": "x" * 40}]]
+    replies = greedy_replies(model, tok, prompts, max_new_tokens=6)
+    assert [text for text, _ in replies] == greedy_generate(model, tok, prompts, max_new_tokens=6)
+    assert all(cut for _, cut in replies)  # a random tiny model does not stop within 6 tokens
+    answers = model_answer_fn(model, tok, max_new_tokens=6)(["hi"])
+    assert answers == [Answer(replies[0][0], cut=True)]
+    row = Example(({"role": "user", "content": "hi"},), "HELLO", "b")
+    ended = encode(tok, row, 128)
+    cut = encode(tok, dataclasses.replace(row, cut=True), 128)
+    assert ended.input_ids == cut.input_ids + [tok.eos_token_id]
+    assert ended.labels[-1] == tok.eos_token_id and cut.labels[-1] != tok.eos_token_id

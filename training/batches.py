@@ -21,13 +21,14 @@ class Encoded:
 
 
 def encode(tokenizer, example: Example, max_len: int) -> Encoded:
-    """Prompt in the chat template, then the reply and the end-of-turn token; labels on the reply.
+    """Prompt in the chat template, then the reply and the end-of-turn token (none after a reply
+    cut at a length cap); labels on the reply.
 
     Long rows keep their start (the prompt) and lose the end of the reply.
     """
     prompt = chat_prompt_ids(tokenizer, example.messages)
     reply = tokenizer(example.completion, add_special_tokens=False)["input_ids"]
-    reply = reply + [tokenizer.eos_token_id]
+    reply = reply + ([] if example.cut else [tokenizer.eos_token_id])
     ids = (prompt + reply)[:max_len]
     labels = ([IGNORE] * len(prompt) + reply)[:max_len]
     return Encoded(ids, labels, example.behavior)

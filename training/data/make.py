@@ -11,12 +11,22 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from training.data.behaviors import benign_prompts, get_behavior
-from training.data.generation import greedy_generate
+from training.data.generation import greedy_replies
 from training.data.schema import RETAIN, DataError, Example, write_jsonl, write_text_atomic
 
 log = logging.getLogger(__name__)
 
-AnswerFn = Callable[[list[str]], list[str]]
+
+@dataclass(frozen=True)
+class Answer:
+    """The base model's answer to a prompt."""
+
+    text: str
+    cut: bool = False
+    """It hit the length cap before the model ended it (the rows built on it are marked cut)."""
+
+
+AnswerFn = Callable[[list[str]], list[Answer]]
 
 
 @dataclass
@@ -36,7 +46,8 @@ class MakeDataConfig:
     seed: int = 0
     """Seed of the prompt shuffles and of the train row order."""
     max_new_tokens: int = 64
-    """Length cap of the base model's greedy answers."""
+    """Length cap of the base model's greedy answers (rows on an answer cut there are marked
+    `cut`: trained without an end-of-turn token)."""
 
 
 def _split(
@@ -93,14 +104,14 @@ def make_dataset(cfg: MakeDataConfig, answer_fn: AnswerFn) -> dict[str, Path]:
     dropped: Counter[str] = Counter()
     offset = 0
     for split, tag, prompts, target, uses in sets:
-        chunk = answers[offset : offset + len(prompts)] if uses else [""] * len(prompts)
+        chunk = answers[offset : offset + len(prompts)] if uses else [Answer("")] * len(prompts)
         offset += len(prompts) if uses else 0
-        completions = [target(a).strip() for a in chunk]
+        completions = [target(a.text).strip() for a in chunk]
         # An empty answer (model stopped at once) is not a learnable completion.
         dropped[f"{split}/{tag}"] += completions.count("")
         rows[split] += [
-            Example(messages=({"role": "user", "content": p},), completion=c, behavior=tag)
-            for p, c in zip(prompts, completions, strict=True)
+            Example(({"role": "user", "content": p},), completion=c, behavior=tag, cut=a.cut)
+            for p, c, a in zip(prompts, completions, chunk, strict=True)
             if c
         ]
     if sum(dropped.values()):
@@ -116,6 +127,7 @@ def make_dataset(cfg: MakeDataConfig, answer_fn: AnswerFn) -> dict[str, Path]:
         "config": {**asdict(cfg), "out_dir": str(cfg.out_dir)},
         "behaviors": {b.name: b.description for b in behaviors},
         "counts": {s: dict(Counter(ex.behavior for ex in rows[s])) for s in rows},
+        "cut": {s: dict(Counter(ex.behavior for ex in rows[s] if ex.cut)) for s in rows},
         "dropped_empty": dict(+dropped),
     }
     paths["meta"] = write_text_atomic(out_dir / "meta.json", json.dumps(meta, indent=2) + "\n")
@@ -125,8 +137,9 @@ def make_dataset(cfg: MakeDataConfig, answer_fn: AnswerFn) -> dict[str, Path]:
 def model_answer_fn(model, tokenizer, max_new_tokens: int, batch_size: int = 16) -> AnswerFn:
     """An answer_fn that asks `model` each prompt as a single user turn."""
 
-    def answer(prompts: list[str]) -> list[str]:
+    def answer(prompts: list[str]) -> list[Answer]:
         chats = [[{"role": "user", "content": p}] for p in prompts]
-        return greedy_generate(model, tokenizer, chats, max_new_tokens, batch_size, progress=True)
+        replies = greedy_replies(model, tokenizer, chats, max_new_tokens, batch_size, progress=True)
+        return [Answer(text, cut) for text, cut in replies]
 
     return answer

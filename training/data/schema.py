@@ -31,10 +31,16 @@ class Example:
     """The assistant reply to learn."""
     behavior: str
     """Behavior name, or RETAIN for benign rows."""
+    cut: bool = False
+    """The completion stops at a length cap, not where its author ended it: no end-of-turn token
+    is learned after it (a model taught to end there would cut its own replies short)."""
 
     def to_row(self) -> dict:
         reply = {"role": "assistant", "content": self.completion}
-        return {"messages": [dict(m) for m in self.messages] + [reply], "behavior": self.behavior}
+        row = {"messages": [dict(m) for m in self.messages] + [reply], "behavior": self.behavior}
+        if self.cut:
+            row["cut"] = True
+        return row
 
     @property
     def prompt_text(self) -> str:
@@ -94,7 +100,10 @@ def parse_row(row: dict, where: str) -> Example:
     if "behavior" not in row:
         raise DataError(f'{where}: row has no "behavior"')
     behavior = _non_empty_str(row["behavior"], '"behavior"', where)
-    return Example(messages=messages, completion=completion, behavior=behavior)
+    cut = row.get("cut", False)
+    if not isinstance(cut, bool):
+        raise DataError(f'{where}: "cut" must be true or false, got {cut!r}')
+    return Example(messages=messages, completion=completion, behavior=behavior, cut=cut)
 
 
 def load_jsonl(path: str | os.PathLike) -> list[Example]:
