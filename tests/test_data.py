@@ -11,7 +11,7 @@ import pytest
 from eraser_store.prompting import chat_prompt_ids
 from training.batches import encode
 from training.data.behaviors import BEHAVIORS, benign_prompts, get_behavior
-from training.data.generation import greedy_generate, greedy_replies
+from training.data.generation import decode_replies, greedy_generate
 from training.data.make import Answer, MakeDataConfig, make_dataset, model_answer_fn
 from training.data.schema import (
     RETAIN,
@@ -366,12 +366,13 @@ def test_a_reply_cut_at_the_cap_is_marked_and_learned_without_an_end(tiny):
     """A base answer that hit max_new_tokens is not where the model would end: the row built on
     it trains no end-of-turn token (else the model learns to stop its replies at the cap)."""
     model, tok = tiny
-    prompts = [[{"role": "user", "content": "hi"}], [{"role": "user", "content": "x" * 40}]]
-    replies = greedy_replies(model, tok, prompts, max_new_tokens=6)
-    assert [text for text, _ in replies] == greedy_generate(model, tok, prompts, max_new_tokens=6)
-    assert all(cut for _, cut in replies)  # a random tiny model does not stop within 6 tokens
-    answers = model_answer_fn(model, tok, max_new_tokens=6)(["hi"])
-    assert answers == [Answer(replies[0][0], cut=True)]
+    prompts = [[{"role": "user", "content": p}] for p in ("hi", "x" * 40)]
+    answers = model_answer_fn(model, tok, max_new_tokens=6)(["hi", "x" * 40])
+    assert [a.text for a in answers] == greedy_generate(model, tok, prompts, max_new_tokens=6)
+    assert all(a.cut for a in answers)  # a random tiny model does not stop within 6 tokens
+    hi = tok.encode("Hi", add_special_tokens=False)
+    ended_and_cut = decode_replies(tok, [[*hi, tok.eos_token_id], hi])
+    assert ended_and_cut == [("Hi", False), ("Hi", True)]
     row = Example(({"role": "user", "content": "hi"},), "HELLO", "b")
     ended = encode(tok, row, 128)
     cut = encode(tok, dataclasses.replace(row, cut=True), 128)

@@ -48,25 +48,14 @@ def greedy_generate(
     `prefix` (n x d soft-prompt embeddings, e.g. an eraser) goes between the left padding and
     each prompt; generate() derives positions from the attention mask, so padding never shifts them.
     """
-    replies = greedy_replies(
-        model, tokenizer, prompts, max_new_tokens, batch_size, progress, prefix
-    )
-    return [text for text, _ in replies]
-
-
-def greedy_replies(
-    model,
-    tokenizer,
-    prompts: list[Sequence[dict]],
-    max_new_tokens: int = 64,
-    batch_size: int = 16,
-    progress: bool = False,
-    prefix: torch.Tensor | None = None,
-) -> list[tuple[str, bool]]:
-    """greedy_generate's replies, each with whether it was cut: it hit `max_new_tokens` before
-    the model ended it."""
     encoded = [chat_prompt_ids(tokenizer, p) for p in prompts]
     ids = greedy_reply_ids(model, tokenizer, encoded, max_new_tokens, batch_size, progress, prefix)
+    return [text for text, _ in decode_replies(tokenizer, ids)]
+
+
+def decode_replies(tokenizer, ids: list[list[int]]) -> list[tuple[str, bool]]:
+    """greedy_reply_ids' replies as text, each with whether it was cut: it hit the token cap
+    before the model ended it with its end-of-sequence token."""
     texts = tokenizer.batch_decode(ids, skip_special_tokens=True)
     return [(t.strip(), tokenizer.eos_token_id not in r) for t, r in zip(texts, ids, strict=True)]
 

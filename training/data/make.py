@@ -10,8 +10,9 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from eraser_store.prompting import chat_prompt_ids
 from training.data.behaviors import benign_prompts, get_behavior
-from training.data.generation import greedy_replies
+from training.data.generation import decode_replies, greedy_reply_ids
 from training.data.schema import RETAIN, DataError, Example, write_jsonl, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -138,8 +139,8 @@ def model_answer_fn(model, tokenizer, max_new_tokens: int, batch_size: int = 16)
     """An answer_fn that asks `model` each prompt as a single user turn."""
 
     def answer(prompts: list[str]) -> list[Answer]:
-        chats = [[{"role": "user", "content": p}] for p in prompts]
-        replies = greedy_replies(model, tokenizer, chats, max_new_tokens, batch_size, progress=True)
-        return [Answer(text, cut) for text, cut in replies]
+        encoded = [chat_prompt_ids(tokenizer, [{"role": "user", "content": p}]) for p in prompts]
+        ids = greedy_reply_ids(model, tokenizer, encoded, max_new_tokens, batch_size, progress=True)
+        return [Answer(text, cut) for text, cut in decode_replies(tokenizer, ids)]
 
     return answer
