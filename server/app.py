@@ -72,6 +72,7 @@ def _load(state: ServerState) -> None:
             max_queue=s.max_queue,
             eos_ids=loaded.eos_ids,
             max_positions=loaded.max_positions,
+            prefix_cache_bytes=int(s.prefix_cache_mb * (1 << 20)),
         )
     except Exception as e:
         log.exception("loading %s failed", s.carrier)

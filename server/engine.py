@@ -13,7 +13,7 @@ import inspect
 import logging
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 
@@ -23,12 +23,10 @@ from transformers import DynamicCache
 from eraser_store.prompting import positions, prefixed_rows
 from server.detokenizer import TextStream
 from server.kv_batch import KV, BatchCache
+from server.prefix_cache import PrefixKVCache
 from server.sampling import SamplingParams, next_tokens
 
 log = logging.getLogger(__name__)
-
-# KV caches of eraser prefixes kept for reuse (each is prefix tokens x layers x 2 x kv width).
-PREFIX_CACHE_ENTRIES = 64
 
 
 @dataclass(frozen=True)
@@ -100,6 +98,7 @@ class Engine:
         max_queue: int,
         eos_ids: set[int],
         max_positions: int,
+        prefix_cache_bytes: int = 256 << 20,
     ):
         self.model, self.tokenizer = model, tokenizer
         self.max_batch_size, self.max_queue = max_batch_size, max_queue
@@ -117,7 +116,7 @@ class Engine:
         # batch slots (submit's bound) and are in flight (shutdown's drain).
         self._admitting = 0
         self._cache: BatchCache | None = None
-        self._prefix_kv: OrderedDict[Hashable, KV] = OrderedDict()
+        self.prefix_kv = PrefixKVCache(prefix_cache_bytes)
         self.decode_steps = self.decode_rows = self.prefills = 0  # for /metrics
         self._cv = threading.Condition()
         self._accepting = True
@@ -293,9 +292,9 @@ class Engine:
         if request.prefix is None:
             return None
         key = request.prefix_key
-        if key is not None and key in self._prefix_kv:
-            self._prefix_kv.move_to_end(key)
-            return self._prefix_kv[key]
+        cached = None if key is None else self.prefix_kv.get(key)
+        if cached is not None:
+            return cached
         n = request.prefix_len
         cache = DynamicCache()
         self.model(
@@ -307,9 +306,7 @@ class Engine:
         )
         kv = [(layer.keys, layer.values) for layer in cache.layers]
         if key is not None:
-            self._prefix_kv[key] = kv
-            if len(self._prefix_kv) > PREFIX_CACHE_ENTRIES:
-                self._prefix_kv.popitem(last=False)
+            self.prefix_kv.put(key, kv)
         return kv
 
     def _decode(self) -> None:

@@ -42,6 +42,9 @@ class ServerSettings(BaseSettings):
     max_tokens_limit: int = Field(1024, ge=1, description="largest max_tokens a request may ask")
     default_max_tokens: int = Field(256, ge=1, description="max_tokens when a request sets none")
     max_erasers_per_request: int = Field(4, ge=0, description="erasers one request may stack")
+    prefix_cache_mb: float = Field(
+        256, ge=0, description="memory for the KV of recent eraser sets (least recently used out)"
+    )
     max_body_bytes: int = Field(1 << 20, ge=1024, description="largest inference request body")
     max_upload_bytes: int = Field(64 << 20, ge=1024, description="largest eraser upload body")
     request_timeout_s: float = Field(

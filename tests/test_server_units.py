@@ -424,6 +424,25 @@ class CountingModel:
         return self.model(**kwargs)
 
 
+def test_prefix_kv_cache_keeps_recent_sets_within_its_bytes():
+    from server.prefix_cache import PrefixKVCache, kv_bytes
+
+    def kv(tokens):  # 2 layers of (keys, values), 1 KiB a token
+        return [(torch.zeros(1, 2, tokens, 32), torch.zeros(1, 2, tokens, 32))] * 2
+
+    assert kv_bytes(kv(1)) == 1024
+    cache = PrefixKVCache(max_bytes=10 * 1024)
+    cache.put("a", kv(4))
+    cache.put("b", kv(4))
+    assert cache.get("a") is not None  # "a" is now the most recent
+    cache.put("c", kv(4))  # 12 KiB: the least recent ("b") goes
+    assert (cache.get("b"), len(cache), cache.bytes) == (None, 2, 8 * 1024)
+    cache.put("huge", kv(11))  # over the budget alone: not kept, nothing evicted for it
+    assert cache.get("huge") is None and len(cache) == 2
+    cache.put("a", kv(2))  # replaced, counted once
+    assert cache.bytes == 6 * 1024
+
+
 def test_prefix_kv_is_reused_per_key_and_changes_nothing():
     model, tok = tiny_model("llama")
     engine = Engine(model, tok, max_batch_size=4, max_queue=8, eos_ids=set(), max_positions=512)
