@@ -113,12 +113,25 @@ async def complete(
     prepared = await run_in_threadpool(prepare, state, body, key, kind)
     job = submit(state, prepared, kind)
     if body.stream:
-        return StreamingResponse(
-            stream(job, body.include_usage, key),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        return JobStream(job, stream(job, body.include_usage, key))
     return await whole(job, http_request, key)
+
+
+class JobStream(StreamingResponse):
+    """An SSE response that cancels its job however it ends. The stream's own `finally` covers
+    a client gone mid-stream, but a response dropped before its generator started (the client
+    gone before the first chunk) never runs it, and the row would generate to its end."""
+
+    def __init__(self, job: Job, content: AsyncIterator[str]):
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        super().__init__(content, media_type="text/event-stream", headers=headers)
+        self.job = job
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.job.cancel()
 
 
 @dataclass(frozen=True)

@@ -549,6 +549,32 @@ def test_an_eraser_whose_files_vanish_during_its_first_read(tmp_path, still_regi
     assert (refused.value.status, refused.value.code) == want
 
 
+def test_a_stream_dropped_before_its_first_chunk_cancels_its_job():
+    """The client left before the response started: the stream's generator never runs (nor its
+    `finally`), yet the job must be cancelled, or its row generates to the end."""
+    from starlette.requests import ClientDisconnect
+
+    from server.serving import JobStream
+
+    cancelled, started = [], []
+    job = SimpleNamespace(cancel=lambda: cancelled.append(True))
+
+    async def content():
+        started.append(True)
+        yield "data: {}\n\n"
+
+    async def receive():
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        raise OSError("the client is gone")
+
+    scope = {"type": "http", "asgi": {"spec_version": "2.4"}}
+    with pytest.raises(ClientDisconnect):
+        asyncio.run(JobStream(job, content())(scope, receive, send))
+    assert cancelled and not started
+
+
 class FailsOnLongPrompts:
     """Prefills of prompts of 6+ tokens fail (out of memory on a long prompt); all else runs."""
 
