@@ -53,7 +53,8 @@ LAST_ERASER_ARGS=(--steps 700 --others-reference carrier)
 SECOND_PASS="the first eraser again, stacked with the others"
 # Cached stages are reused as they are, so a work directory built with other settings (an earlier
 # version of this demo) is refused rather than mixed into this one. The imported base is shared.
-SETTINGS="${BEHAVIORS[*]} | ${DATA_ARGS[*]} | ${SFT_ARGS[*]} | ${LCDD_ARGS[*]} | ${ERASER_ARGS[*]} $STACK | order: ${ERASER_ORDER[*]} | last: ${LAST_ERASER_ARGS[*]} | $SECOND_PASS"
+# "cut marked": data made since answers cut at --max-new-tokens are trained without an end token.
+SETTINGS="${BEHAVIORS[*]} | ${DATA_ARGS[*]} cut marked | ${SFT_ARGS[*]} | ${LCDD_ARGS[*]} | ${ERASER_ARGS[*]} $STACK | order: ${ERASER_ORDER[*]} | last: ${LAST_ERASER_ARGS[*]} | $SECOND_PASS"
 mkdir -p "$W"
 if [ -f "$W/settings.txt" ]; then
   [ "$(cat "$W/settings.txt")" = "$SETTINGS" ] || {
