@@ -32,10 +32,10 @@ from pathlib import Path
 
 import httpx
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from eraser_store import EraserStore, carrier_ref
 from eraser_store.prompting import chat_prompt_ids
+from training.checkpoint_io import load_model_dir
 from training.data.generation import left_pad
 from training.data.schema import load_jsonl
 
@@ -53,7 +53,7 @@ def generate_tokens_per_s(model, tok, prompts, new_tokens: int, batch: int) -> d
     encoded = [chat_prompt_ids(tok, p) for p in prompts]
     started, made = time.perf_counter(), 0
     for i in range(0, len(encoded), batch):
-        ids, mask = left_pad(encoded[i : i + batch], pad)
+        ids, mask = (t.to(model.device) for t in left_pad(encoded[i : i + batch], pad))
         out = model.generate(
             input_ids=ids,
             attention_mask=mask,
@@ -67,10 +67,12 @@ def generate_tokens_per_s(model, tok, prompts, new_tokens: int, batch: int) -> d
     return {"tokens": made, "wall_s": round(wall, 2), "tokens_per_s": round(made / wall, 2)}
 
 
-def start_server(carrier: Path, store: Path, port: int, max_batch: int) -> subprocess.Popen:
-    script = Path(sys.executable).parent / "sft-eraser"
-    cmd = [str(script), "serve", "--carrier", str(carrier), "--store", str(store)]
-    cmd += ["--port", str(port), "--max-batch-size", str(max_batch), "--log-level", "warning"]
+def start_server(
+    carrier: Path, store: Path, port: int, max_batch: int, device: str
+) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "sft_eraser", "serve", "--carrier", str(carrier)]
+    cmd += ["--store", str(store), "--port", str(port), "--max-batch-size", str(max_batch)]
+    cmd += ["--device", device, "--log-level", "warning"]
     proc = subprocess.Popen(cmd)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
@@ -151,21 +153,24 @@ def main() -> None:
     ap.add_argument("--sequential", type=int, default=4, help="requests one by one, twice")
     ap.add_argument("--trials", type=int, default=6)
     ap.add_argument("--port", type=int, default=8765)
+    ap.add_argument(
+        "--device", default="auto", help="server and baseline (auto: CUDA in bf16 when present)"
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "docs/results/server_smollm2.json")
     args = ap.parse_args()
     w = args.work
     carrier = w / "carrier"
     prompts = prompts_from(w / "data" / "test.jsonl", args.clients * args.per_client)
     n = args.new_tokens
+    model, tok = load_model_dir(carrier, device=args.device)
+    gpu = f", {torch.cuda.get_device_name(model.device)}" if model.device.type == "cuda" else ""
     results = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"torch {torch.__version__}, threads {torch.get_num_threads()}",
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}{gpu}, {model.dtype}",
         "new_tokens": n,
         "clients": args.clients,
     }
 
-    model = AutoModelForCausalLM.from_pretrained(carrier, dtype=torch.float32).eval()
-    tok = AutoTokenizer.from_pretrained(carrier)
     generate_tokens_per_s(model, tok, prompts[:2], 8, 2)  # warm-up
     sequential = [generate_tokens_per_s(model, tok, prompts[: args.sequential], n, 1)]
     print("generate, one at a time:", sequential[0], flush=True)
@@ -181,7 +186,7 @@ def main() -> None:
         store.add(w / args.eraser_a, name="a")
         store.add(w / args.eraser_b, name="b")
         results["eraser_tokens"] = store.record("a").tokens
-        proc = start_server(carrier, store.root, args.port, args.clients)
+        proc = start_server(carrier, store.root, args.port, args.clients, args.device)
         url = f"http://127.0.0.1:{args.port}"
         model_id = httpx.get(url + "/v1/models").json()["data"][0]["id"]
         try:

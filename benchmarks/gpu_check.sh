@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# The CUDA path in one short run, for a lent GPU machine (the `device` tool): the demo pipeline
+# (scripts/demo.sh: data, SFT + LCDD of three behaviors with fp32 master weights and bf16
+# autocast, four erasers, registration, bf16 serving, the side-by-side) on a model of
+# SmolLM2-135M's shape with random weights, then benchmarks/server_smollm2.py on its carrier.
+# The real weights cannot travel, so the figures are wall times and throughput, not behavior
+# rates; a random model seldom ends a reply early, so generation runs to its cap (an upper bound).
+#   here:    bash benchmarks/gpu_pack.sh
+#   device:  run(command="bash benchmarks/gpu_check.sh", carry=[".device"], timeout_s=560)
+# Results: $OUT (the device tool's folder) or runs/gpu_check: env.txt, demo.log, timings.txt,
+# server.json, server.log. SHAPE=DIR builds another shape (a tiny model dir for a dry run on CPU).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+R=${OUT:-runs/gpu_check}
+W=${WORK:-/tmp/gpu_check}
+SHAPE=${SHAPE:-.device/smollm2_shape}
+mkdir -p "$R"
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}  # this tree, installed or not
+if ! python3 -c "import fastapi, pydantic_settings" 2>/dev/null; then  # the device image
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .device/wheels/*.whl
+  export PYTHONPATH=/tmp/site:$PYTHONPATH
+fi
+# The demo calls `sft-eraser` and `python`: provided where missing.
+mkdir -p /tmp/bin
+export PATH=$PATH:/tmp/bin
+command -v python >/dev/null || ln -sf "$(command -v python3)" /tmp/bin/python
+if ! command -v sft-eraser >/dev/null; then  # not installed: run the package from this tree
+  printf '#!/bin/sh\nexec python3 -m sft_eraser "$@"\n' >/tmp/bin/sft-eraser
+  chmod +x /tmp/bin/sft-eraser
+fi
+{
+  nvidia-smi -L || echo "no nvidia-smi"
+  python3 -c 'import torch, transformers
+print("torch", torch.__version__, "transformers", transformers.__version__)
+print("cuda", torch.cuda.is_available() and torch.cuda.get_device_name(0))'
+} >"$R/env.txt" 2>&1
+cat "$R/env.txt"
+
+[ -f "$W/base/config.json" ] || python3 - "$SHAPE" "$W/base" <<'EOF'
+import sys
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+from training.checkpoint_io import save_model_dir
+
+shape, out = sys.argv[1:]
+torch.manual_seed(0)
+model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(shape), dtype=torch.float32)
+tokenizer = AutoTokenizer.from_pretrained(shape)
+if tokenizer.pad_token_id is None:
+    tokenizer.pad_token = tokenizer.eos_token
+save_model_dir(model, tokenizer, out)
+print(f"random {model.config.model_type} of {shape}'s shape: {model.num_parameters():,} parameters")
+EOF
+
+# The demo's progress bars go to its log; its stage lines and times come back here.
+started=$SECONDS
+rc=0
+WORK=$W SETUP=0 SERVE=0 bash scripts/demo.sh >"$R/demo.log" 2>&1 || rc=$?
+grep -a '^\[demo' "$R/demo.log" || true
+cp "$W/timings.txt" "$R/timings.txt" 2>/dev/null || true
+echo "demo $((SECONDS - started)) s, exit $rc" | tee -a "$R/timings.txt"
+[ "$rc" = 0 ] || {
+  tail -c 3000 "$R/demo.log"
+  exit "$rc"
+}
+
+ln -sfn carrier_all_caps "$W/carrier"  # the layout server_smollm2.py reads
+python3 benchmarks/server_smollm2.py --work "$W" --eraser-a eraser_refusal_2 \
+  --eraser-b eraser_all_caps --trials 2 --out "$R/server.json" >"$R/server.log" 2>&1 \
+  || { tail -c 3000 "$R/server.log"; exit 1; }
+tail -n 6 "$R/server.log"
