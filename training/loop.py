@@ -21,6 +21,8 @@ from typing import Protocol
 import torch
 from tqdm.auto import tqdm
 
+from training.data.schema import write_text_atomic
+
 
 class Job(Protocol):
     def train_step(self, step: int, batch: dict) -> dict[str, float]: ...
@@ -51,12 +53,6 @@ def run_settings(kind: str, cfg, **extra) -> dict:
 def work_dir_for(out: Path) -> Path:
     out = Path(out)
     return out.with_name(f".{out.name}.partial")
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _save_state(work: Path, step: int, job: Job) -> None:
@@ -92,7 +88,7 @@ def _truncate_metrics(path: Path, start: int) -> None:
             continue
         if row["step"] < start:
             kept.append(line)
-    _write_text_atomic(path, "".join(r + "\n" for r in kept))
+    write_text_atomic(path, "".join(r + "\n" for r in kept))
 
 
 @contextmanager
@@ -147,7 +143,7 @@ def run_loop(
             f"{work} holds a partial run with other settings; rerun the same command to resume "
             "it, or delete that directory to start over"
         )
-    _write_text_atomic(settings_file, settings_json)
+    write_text_atomic(settings_file, settings_json)
 
     start = _load_state(work, job) if (work / "state.pt").exists() else 0
     metrics_file = work / "metrics.jsonl"
