@@ -21,10 +21,10 @@ if ! python3 -c "import fastapi, pydantic_settings" 2>/dev/null; then  # the dev
     --target /tmp/site .device/wheels/*.whl
   export PYTHONPATH=/tmp/site:$PYTHONPATH
 fi
-# The demo calls `sft-eraser` and `python`: provided where missing.
+# The demo calls `python` (here: the python3 that holds torch) and `sft-eraser`.
 mkdir -p /tmp/bin
-export PATH=$PATH:/tmp/bin
-command -v python >/dev/null || ln -sf "$(command -v python3)" /tmp/bin/python
+ln -sf "$(command -v python3)" /tmp/bin/python
+export PATH=/tmp/bin:$PATH
 if ! command -v sft-eraser >/dev/null; then  # not installed: run the package from this tree
   printf '#!/bin/sh\nexec python3 -m sft_eraser "$@"\n' >/tmp/bin/sft-eraser
   chmod +x /tmp/bin/sft-eraser
@@ -33,7 +33,7 @@ fi
   nvidia-smi -L || echo "no nvidia-smi"
   python3 -c 'import torch, transformers
 print("torch", torch.__version__, "transformers", transformers.__version__)
-print("cuda", torch.cuda.is_available() and torch.cuda.get_device_name(0))'
+print("cuda", torch.cuda.is_available() and torch.cuda.get_device_name(0))' || true
 } >"$R/env.txt" 2>&1
 cat "$R/env.txt"
 

@@ -12,7 +12,8 @@ D=.device
   echo "no model at $BASE: run scripts/demo.sh, or pass BASE=DIR" >&2
   exit 2
 }
-grep -qx "/$D/" .git/info/exclude 2>/dev/null || echo "/$D/" >>.git/info/exclude
+exclude=$(git rev-parse --git-path info/exclude)  # .git is a file in a worktree
+grep -qx "/$D/" "$exclude" 2>/dev/null || echo "/$D/" >>"$exclude"
 rm -rf "$D"
 mkdir -p "$D/wheels" "$D/smollm2_shape"
 pins=$(python - <<'EOF'

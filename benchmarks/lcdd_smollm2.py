@@ -40,8 +40,10 @@ def timed_steps(job, batch, n: int) -> float:
 def step_time_ratio(base_dir: Path, data: Path, behavior: str, n: int, batch_size: int) -> dict:
     base, tok = load_model_dir(base_dir, dtype=torch.float32)
     rows = select_rows(data, behavior, [])
-    batch = build_schedule(rows, tok, max_len=256, batch_size=batch_size, seed=0).batch(0)
-    sft_cfg = SFTConfig(base=base_dir, data=data, behavior=behavior, out=Path("unused"))
+    sft_cfg = SFTConfig(
+        base=base_dir, data=data, behavior=behavior, out=Path("unused"), batch_size=batch_size
+    )
+    batch = build_schedule(rows, tok, sft_cfg).batch(0)  # max_len 256, seed 0: the defaults
     sft_model, _ = load_model_dir(base_dir, dtype=torch.float32)
     sft_s = timed_steps(SFTJob(sft_model, sft_cfg), batch, n)
     del sft_model

@@ -210,10 +210,13 @@ class Engine:
         self._drop_rows([i for i, row in enumerate(self._rows) if row.request.cancelled])
         if admitted:
             try:
-                prefilled = self._prefill(admitted)
+                rows, new, logits = self._prefill(admitted)
+                # join() builds a new cache (the running rows padded to the new width): where a
+                # long prompt runs out of memory too, so it is guarded with the prefill.
+                joined = new if self._cache is None else self._cache.join(new)
             except Exception:
                 # Out of memory on a long prompt, say: the running rows and their cache are
-                # untouched until the join, so only the new requests fail.
+                # untouched until _admit, so only the new requests fail.
                 log.exception("prefill failed")
                 for request in admitted:
                     request.cancelled = True  # answered: not failed again below
@@ -221,7 +224,7 @@ class Engine:
                 with self._cv:
                     self._admitting = 0
             else:
-                self._admit(*prefilled)
+                self._admit(rows, joined, logits)
         if self._rows:
             self._decode()
 
@@ -257,9 +260,10 @@ class Engine:
         self.prefills += 1
         return rows, BatchCache(cache, mask), out.logits[:, -1]  # the forward filled the cache
 
-    def _admit(self, rows: list[_Row], new: BatchCache, logits: torch.Tensor) -> None:
-        """Join prefilled rows to the running batch and emit their first tokens."""
-        self._cache = new if self._cache is None else self._cache.join(new)
+    def _admit(self, rows: list[_Row], joined: BatchCache, logits: torch.Tensor) -> None:
+        """Take the prefilled rows into the running batch (`joined`: its cache with theirs) and
+        emit their first tokens."""
+        self._cache = joined
         with self._cv:
             self._rows += rows
             self._admitting = 0

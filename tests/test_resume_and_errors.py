@@ -157,10 +157,16 @@ def test_resume_on_regenerated_data_is_refused(tmp_path):
         run_loop(StepRecorder(), lambda s: None, 5, work, run_settings("t", Settings(data)))
 
 
-def test_ctrl_c_in_the_last_step_finishes_the_run(tmp_path):
+def test_ctrl_c_in_the_last_step_stops_and_a_rerun_only_finishes(tmp_path):
+    """Ctrl-C always stops (so a script around the job stops too); a rerun takes no step."""
+    work = tmp_path / "w"
     job = StepRecorder(press_at=9, presses=1)
-    rows = run_loop(job, lambda step: None, 10, tmp_path / "w", {"job": "t"}, save_every=3)
-    assert job.taken == list(range(10)) and len(rows) == 10
+    with pytest.raises(KeyboardInterrupt):
+        run_loop(job, lambda step: None, 10, work, {"job": "t"}, save_every=3)
+    assert torch.load(work / "state.pt")["step"] == 10
+    resumed = StepRecorder()
+    rows = run_loop(resumed, lambda step: None, 10, work, {"job": "t"}, save_every=3)
+    assert resumed.taken == list(range(10)) and len(rows) == 10
 
 
 def test_resume_with_other_settings_is_refused(

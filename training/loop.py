@@ -57,7 +57,7 @@ def work_dir_for(out: Path) -> Path:
 
 def _save_state(work: Path, step: int, job: Job) -> None:
     state = {"step": step, "job": job.state_dict(), "torch_rng": torch.get_rng_state()}
-    if torch.cuda.is_available():
+    if torch.cuda.is_initialized():  # a CPU run on a GPU machine starts no CUDA context here
         state["cuda_rng"] = torch.cuda.get_rng_state_all()
     tmp = work / "state.pt.tmp"
     torch.save(state, tmp)
@@ -140,8 +140,9 @@ def run_loop(
     settings_json = json.dumps(settings, sort_keys=True, default=str)
     if settings_file.exists() and settings_file.read_text() != settings_json:
         raise RunError(
-            f"{work} holds a partial run with other settings; rerun the same command to resume "
-            "it, or delete that directory to start over"
+            f"{work} holds a partial run with other settings (or other data, or from an earlier "
+            "version of sft-eraser); rerun its command to resume it, or delete that directory "
+            "to start over"
         )
     write_text_atomic(settings_file, settings_json)
 
@@ -170,8 +171,8 @@ def run_loop(
                 if done % save_every == 0 and done < total_steps:
                     _save_state(work, done, job)
                     saved = done
-            if pressed:  # pressed during the last step: the run is complete anyway
-                bar.write("the last step ended; finishing the run")
+            if pressed:  # during the last step: saved below; a rerun only writes the output
+                raise KeyboardInterrupt
     except KeyboardInterrupt:
         # Keep what was done: the same command resumes from here. Stopped inside a step (a second
         # Ctrl-C, or one outside the main thread), the job's state may hold part of that step:

@@ -116,7 +116,7 @@ def run_sft(cfg: SFTConfig) -> Path:
         "base": str(cfg.base),
         "base_fingerprint": base_fp,
         "fingerprint": fingerprint(model),
-        "rows": len(examples),
+        "rows": len(schedule.items),
         "steps": total,
         "final_loss": rows[-1]["loss"],
         "wall_time_s_this_run": round(time.time() - started, 1),

@@ -191,7 +191,7 @@ def run_lcdd(cfg: LCDDConfig) -> Path:
         ],
         "controller": _summary(rows),
         "steps": total,
-        "rows": len(examples),
+        "rows": len(schedule.items),
         "wall_time_s_last_run": round(wall, 1),
         "config": {k: str(v) for k, v in dataclasses.asdict(cfg).items()},
     }
