@@ -588,14 +588,24 @@ class FailsOnLongPrompts:
         return self.model(**kwargs)
 
 
-def test_a_failed_prefill_fails_only_the_new_requests():
-    """The running batch and its cache are untouched until a prefill succeeds: a request already
-    decoding finishes with the same text as alone."""
+@pytest.mark.parametrize("fails_in", ["forward", "join"])
+def test_a_failed_prefill_fails_only_the_new_requests(monkeypatch, fails_in):
+    """The running batch and its cache are untouched until a prefill and its join into the
+    running cache succeed: a request already decoding finishes with the same text as alone."""
     model, tok = tiny_model("llama")
+    if fails_in == "join":
+        real_join = BatchCache.join
+
+        def join(self, other):
+            if other.mask.shape[1] >= 6:  # the long prompt's rows
+                raise RuntimeError("out of memory (simulated)")
+            return real_join(self, other)
+
+        monkeypatch.setattr(BatchCache, "join", join)
     texts = []
     for crowded in (False, True):
         engine = Engine(model, tok, max_batch_size=4, max_queue=4, eos_ids=set(), max_positions=512)
-        engine.model = FailsOnLongPrompts(model)
+        engine.model = FailsOnLongPrompts(model) if fails_in == "forward" else model
         running, failing = [], []
         engine.start()
         try:
