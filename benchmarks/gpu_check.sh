@@ -21,14 +21,15 @@ if ! python3 -c "import fastapi, pydantic_settings" 2>/dev/null; then  # the dev
     --target /tmp/site .device/wheels/*.whl
   export PYTHONPATH=/tmp/site:$PYTHONPATH
 fi
-# The demo calls `python` (here: the python3 that holds torch) and `sft-eraser`.
-mkdir -p /tmp/bin
-ln -sf "$(command -v python3)" /tmp/bin/python
-export PATH=/tmp/bin:$PATH
-if ! command -v sft-eraser >/dev/null; then  # not installed: run the package from this tree
-  printf '#!/bin/sh\nexec python3 -m sft_eraser "$@"\n' >/tmp/bin/sft-eraser
-  chmod +x /tmp/bin/sft-eraser
-fi
+# The demo calls `python` (here: the python3 that holds torch) and `sft-eraser`: wrappers in a
+# new directory (not links: a link to a virtual environment's python3 leaves that environment,
+# and writing to a path some earlier run left as a link writes through it).
+shims=$(mktemp -d)
+printf '#!/bin/sh\nexec %s "$@"\n' "$(command -v python3)" >"$shims/python"
+command -v sft-eraser >/dev/null \
+  || printf '#!/bin/sh\nexec python3 -m sft_eraser "$@"\n' >"$shims/sft-eraser"
+chmod +x "$shims"/*
+export PATH=$shims:$PATH
 {
   nvidia-smi -L || echo "no nvidia-smi"
   python3 -c 'import torch, transformers
