@@ -98,11 +98,8 @@ def ctrl_c_at_step_end() -> Iterator[list]:
     would repeat or skip part of it. Yields a list that is non-empty once Ctrl-C was pressed; a
     second Ctrl-C stops at once. Outside the main thread signals cannot be caught: nothing held."""
     pressed: list = []
-    if threading.current_thread() is not threading.main_thread():
-        yield pressed
-        return
-
-    previous = signal.getsignal(signal.SIGINT)
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGINT) if main else None
     if previous in (signal.SIG_IGN, None):  # ignored (a background job), or set outside Python
         yield pressed
         return
