@@ -274,15 +274,13 @@ def test_eraser_config_refuses_bad_values(tmp_path, field, value):
 def reply_stats(run, reply_tokens=6):
     from eraser_store.prompting import chat_prompt_ids
     from training.carrier import load_without
-    from training.data.generation import left_pad
-    from training.eraser.objective import target_stats
-    from training.eraser.train import pick_prompts, with_target_replies
+    from training.eraser.objective import generated_target_stats
+    from training.eraser.train import pick_prompts
 
     target, tok = load_without(run.carrier, "fixed_response", device="cpu")
     prompts = pick_prompts(run.data / "train.jsonl", "fixed_response", 8, seed=0)
     encoded = [chat_prompt_ids(tok, m) for _, m in prompts]
-    rows, kl_mask = with_target_replies(target, tok, encoded, reply_tokens)
-    stats = target_stats(target, [left_pad(rows, tok.pad_token_id)], kl_mask, reply_tokens)
+    rows, stats = generated_target_stats(target, tok, encoded, reply_tokens, batch_size=3)
     return target, tok, encoded, rows, stats
 
 
@@ -347,16 +345,30 @@ def test_others_reference_carrier_matches_other_behaviors_prompts_to_the_carrier
     assert not torch.allclose(mixed.stats.states[-1][on_model], wrong.states[-1], atol=1e-4)
 
 
-def test_target_replies_are_padded_and_masked(monkeypatch):
-    import types
+def test_target_replies_are_padded_and_masked(fixed_response_carrier):
+    target, tok, encoded, rows, stats = reply_stats(fixed_response_carrier)
+    for prompt, row, counted in zip(encoded, rows, stats.kl_mask, strict=True):
+        reply = row[len(prompt) :]
+        assert len(reply) == 6 and row[: len(prompt)] == prompt
+        n = int(counted.sum())
+        assert counted.tolist() == [1.0] * n + [0.0] * (6 - n)  # the reply, then padding
+        assert reply[n:] == [tok.pad_token_id] * (6 - n)
+        assert n == 6 or reply[n - 1] == tok.eos_token_id
 
-    from training.eraser import train
 
-    tok = types.SimpleNamespace(pad_token_id=0, eos_token_id=2)
-    monkeypatch.setattr(train, "greedy_reply_ids", lambda *a, **k: [[5, 2], [6, 7, 8, 9]])
-    rows, kl_mask = train.with_target_replies(None, tok, [[1, 1], [1]], reply_tokens=4)
-    assert rows == [[1, 1, 5, 2, 0, 0], [1, 6, 7, 8, 9]]
-    assert kl_mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1]]
+def test_generated_stats_equal_a_teacher_forced_pass(fixed_response_carrier):
+    """The statistics read off the generation (prefill states, each step's logits) are those of
+    a forward pass over prompt + reply: the eraser is matched to the same target either way."""
+    from training.data.generation import left_pad
+    from training.eraser.objective import target_stats
+
+    target, tok, _, rows, stats = reply_stats(fixed_response_carrier)
+    forced = target_stats(target, [left_pad(rows, tok.pad_token_id)], stats.kl_mask, 6)
+    counted = stats.kl_mask.bool()
+    assert counted.sum() > len(rows)  # replies longer than one token were compared
+    assert torch.allclose(stats.log_probs[counted], forced.log_probs[counted], atol=1e-4)
+    for generated, teacher_forced in zip(stats.states, forced.states, strict=True):
+        assert torch.allclose(generated, teacher_forced, atol=1e-4)
 
 
 def test_reply_kl_positions_predict_the_target_reply(fixed_response_carrier):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -69,8 +69,11 @@ def greedy_reply_ids(
     batch_size: int = 16,
     progress: bool = False,
     prefix: torch.Tensor | None = None,
+    on_batch: Callable[[list[int], torch.Tensor], None] | None = None,
 ) -> list[list[int]]:
-    """Greedy reply tokens to tokenized prompts, each cut after its first end-of-sequence token."""
+    """Greedy reply tokens to tokenized prompts, each cut after its first end-of-sequence token.
+    `on_batch(rows, logits)`: called after each batch with the prompts' indices and the raw
+    logits of every generated position, (rows, steps, vocab)."""
     eos = tokenizer.eos_token_id
     pad_id = tokenizer.pad_token_id
     if pad_id is None:  # many chat tokenizers ship without a pad token
@@ -92,9 +95,13 @@ def greedy_reply_ids(
                 max_new_tokens=max_new_tokens,
                 pad_token_id=pad_id,
                 eos_token_id=eos,
+                return_dict_in_generate=True,
+                output_logits=on_batch is not None,
             )
+            if on_batch is not None:
+                on_batch(idx, torch.stack(out.logits, 1))
             # With input_ids, generate() returns prompt + reply; with inputs_embeds, the reply only.
-            new_tokens = out[:, input_ids.shape[1] :] if prefix is None else out
+            new_tokens = out.sequences[:, input_ids.shape[1] :] if prefix is None else out.sequences
             for i, row in zip(idx, new_tokens.tolist(), strict=True):
                 replies[i] = row[: row.index(eos) + 1] if eos in row else row
     finally:

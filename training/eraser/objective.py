@@ -20,18 +20,22 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from training.data.generation import prompt_inputs
+from training.data.generation import greedy_reply_ids, prompt_inputs
 from training.models.roles import decoder_layers
 
 
 @contextmanager
-def token_states(model, index: int):
-    """Collect every decoder layer's output (residual stream) at position `index`."""
+def token_states(model, index: int, first_call_only: bool = False):
+    """Collect every decoder layer's output (residual stream) at position `index`.
+    `first_call_only`: keep a layer's first output until its slot is set back to None (in a
+    generate() call, the prefill's rather than the last decoding step's)."""
     _, layers = decoder_layers(model)
     states: list[torch.Tensor | None] = [None] * len(layers)
 
     def hook(i):
         def fn(_module, _inputs, output):
+            if first_call_only and states[i] is not None:
+                return
             hidden = output[0] if isinstance(output, tuple) else output
             states[i] = hidden[:, index, :]
 
@@ -94,6 +98,43 @@ def target_stats(target, batches, kl_mask: torch.Tensor, reply_len: int) -> Targ
     stats.states = [torch.cat(layer) for layer in zip(*per_batch, strict=True)]
     stats.log_probs = torch.cat(log_probs)
     return stats
+
+
+@torch.no_grad()
+def generated_target_stats(
+    target, tokenizer, encoded: list[list[int]], reply_tokens: int, batch_size: int = 16
+) -> tuple[list[list[int]], TargetStats]:
+    """Rows (each prompt + the target's greedy reply, padded to `reply_tokens`) and the target's
+    statistics on them, from the generation itself: the states at the last prompt token are the
+    prefill's and the KL log-probs those of each generated token, the values `target_stats` gets
+    from a second, teacher-forced pass over the rows."""
+    n = len(encoded)
+    kl_mask = torch.zeros(n, reply_tokens)
+    log_probs: torch.Tensor | None = None
+    per_layer: list[torch.Tensor] = []
+    with token_states(target, -1, first_call_only=True) as prefill:
+
+        def keep(rows: list[int], logits: torch.Tensor) -> None:
+            nonlocal log_probs
+            if log_probs is None:
+                log_probs = torch.zeros(n, reply_tokens, logits.shape[-1])
+                per_layer.extend(torch.zeros(n, s.shape[-1]) for s in prefill)
+            # generate() stops once every row of the batch has ended: positions past a row's end
+            # are left at zero and never counted (kl_mask).
+            log_probs[rows, : logits.shape[1]] = F.log_softmax(logits.float(), -1).cpu()
+            for layer, state in zip(per_layer, prefill, strict=True):
+                layer[rows] = state.float().cpu()
+            prefill[:] = [None] * len(prefill)
+
+        replies = greedy_reply_ids(
+            target, tokenizer, encoded, reply_tokens, batch_size, progress=True, on_batch=keep
+        )
+    pad = [tokenizer.pad_token_id]
+    rows = [e + r + pad * (reply_tokens - len(r)) for e, r in zip(encoded, replies, strict=True)]
+    for i, reply in enumerate(replies):
+        kl_mask[i, : len(reply)] = 1.0
+    assert log_probs is not None, "no prompts"
+    return rows, TargetStats(per_layer, log_probs, kl_mask, reply_tokens)
 
 
 @dataclass

@@ -17,9 +17,14 @@ from eraser_store.prompting import chat_prompt_ids
 from training.carrier import behavior_entry, behavior_names, load_without, read_manifest
 from training.checkpoint_io import ModelDirError, atomic_dir, load_model_dir
 from training.configs import EraserConfig
-from training.data.generation import greedy_reply_ids, left_pad
+from training.data.generation import left_pad
 from training.data.schema import RETAIN, load_jsonl, require_behavior
-from training.eraser.objective import EraserLoss, TargetStats, target_stats
+from training.eraser.objective import (
+    EraserLoss,
+    TargetStats,
+    generated_target_stats,
+    target_stats,
+)
 from training.loop import finish_work, run_loop, run_settings, work_dir_for
 from training.plots import plot_curves
 from training.sft import SFT_INFO
@@ -81,16 +86,6 @@ def other_behaviors_channels(manifest: dict, behavior: str, matched) -> list[lis
     return [sorted(set(u) - set(m)) for u, m in zip(union_channels(others), matched, strict=True)]
 
 
-def with_target_replies(target, tokenizer, encoded, reply_tokens: int):
-    """Each prompt followed by the target model's greedy reply, padded to `reply_tokens`, and the
-    mask of the positions that predict a real reply token (through the end-of-sequence token)."""
-    replies = greedy_reply_ids(target, tokenizer, encoded, reply_tokens, progress=True)
-    pad = [tokenizer.pad_token_id]
-    rows = [e + r + pad * (reply_tokens - len(r)) for e, r in zip(encoded, replies, strict=True)]
-    kl_mask = torch.tensor([[1.0] * len(r) + [0.0] * (reply_tokens - len(r)) for r in replies])
-    return rows, kl_mask
-
-
 def random_channels_like(channels: list[list[int]], hidden: int, seed: int) -> list[list[int]]:
     gen = torch.Generator().manual_seed(seed)
     return [sorted(torch.randperm(hidden, generator=gen)[: len(c)].tolist()) for c in channels]
@@ -117,14 +112,14 @@ def reference_stats(cfg: EraserConfig, references: list, encoded, tokenizer):
         index = [i for i, r in enumerate(references) if r is ref]
         subset = [encoded[i] for i in index]
         if reply_len:
-            subset, kl_mask = with_target_replies(ref, tokenizer, subset, cfg.reply_tokens)
+            subset, stats = generated_target_stats(ref, tokenizer, subset, reply_len)
         else:
-            kl_mask = torch.ones(len(subset), kl_positions)
-        batches = [
-            left_pad(subset[i : i + cfg.batch_size], tokenizer.pad_token_id)
-            for i in range(0, len(subset), cfg.batch_size)
-        ]
-        parts.append((index, target_stats(ref, batches, kl_mask, reply_len)))
+            batches = [
+                left_pad(subset[i : i + cfg.batch_size], tokenizer.pad_token_id)
+                for i in range(0, len(subset), cfg.batch_size)
+            ]
+            stats = target_stats(ref, batches, torch.ones(len(subset), kl_positions), 0)
+        parts.append((index, stats))
         for i, row in zip(index, subset, strict=True):
             rows[i] = row
     if len(parts) == 1:
