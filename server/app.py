@@ -41,7 +41,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
             state.draining = True
             await loading
             if state.engine is not None:
-                # uvicorn has already let requests in flight finish (its graceful timeout).
+                # Requests in flight have had their drain (DrainingServer): fail what is left.
                 await run_in_threadpool(state.engine.shutdown, 0)
 
     app = FastAPI(title="sft-eraser", lifespan=lifespan, docs_url=None, redoc_url=None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 import types
@@ -78,23 +79,42 @@ def serve(args: argparse.Namespace) -> int:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        timeout_graceful_shutdown=settings.shutdown_timeout_s,
+        timeout_graceful_shutdown=settings.shutdown_timeout_s + ERROR_FLUSH_S,
     )
-    DrainingServer(config, app).run()
+    DrainingServer(config, app, settings.shutdown_timeout_s).run()
     return 0
+
+
+# uvicorn cancels the responses still open when its graceful timeout ends, cutting their
+# connections; it waits this much past the drain so that the 503s written then reach the client.
+ERROR_FLUSH_S = 5.0
 
 
 class DrainingServer(uvicorn.Server):
     """Reports 'draining' on /ready from the moment a shutdown signal arrives; uvicorn then lets
-    requests in flight finish (up to shutdown_timeout_s) before the lifespan stops the engine."""
+    requests in flight finish for up to `drain_s`, when the engine stops and fails those left
+    with a 503 (an error event on a stream), before uvicorn's own timeout would cut them."""
 
-    def __init__(self, config: uvicorn.Config, app):
+    def __init__(self, config: uvicorn.Config, app, drain_s: float):
         super().__init__(config)
-        self.app = app
+        self.app, self.drain_s = app, drain_s
 
     def handle_exit(self, sig, frame) -> None:
         self.app.state.server.draining = True
         super().handle_exit(sig, frame)
+
+    async def shutdown(self, sockets=None) -> None:
+        stopper = asyncio.create_task(self._stop_engine_after_drain())
+        try:
+            await super().shutdown(sockets)
+        finally:
+            stopper.cancel()
+
+    async def _stop_engine_after_drain(self) -> None:
+        await asyncio.sleep(self.drain_s)
+        engine = self.app.state.server.engine
+        if engine is not None:
+            await asyncio.to_thread(engine.shutdown, 0)
 
 
 def _fail(message: str) -> int:

@@ -168,9 +168,13 @@ class Engine:
             self._cv.notify()
         if self._thread.is_alive():
             self._thread.join()
-        for request in [r.request for r in self._rows] + list(self._waiting):
+        # Taken under the lock: the server's drain timer and the lifespan may both stop the
+        # engine, and each request gets one 503.
+        with self._cv:
+            left = [r.request for r in self._rows] + list(self._waiting)
+            self._rows, self._waiting = [], deque()
+        for request in left:
             request.sink(Failed("the server shut down before the request finished", status=503))
-        self._rows, self._waiting = [], deque()
 
     # ---- the engine thread
 

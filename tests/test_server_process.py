@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -35,13 +36,14 @@ def served(fixed_response_carrier, tmp_path_factory):
     return served_carrier(fixed_response_carrier.carrier, tmp_path_factory.mktemp("served"))
 
 
-@pytest.fixture(scope="module")
-def process(served):
+@contextmanager
+def serve_process(served, *flags: str):
+    """A `sft-eraser serve` process on a free port, ready: (process, url)."""
     port = free_port()
     env = {**os.environ, "SFT_ERASER_ADMIN_TOKEN": ADMIN_TOKEN, "SFT_ERASER_DEVICE": "cpu"}
     args = [str(SCRIPT), "serve", "--carrier", str(served.carrier), "--store", str(served.store)]
     proc = subprocess.Popen(
-        [*args, "--port", str(port), "--log-level", "warning"],
+        [*args, "--port", str(port), "--log-level", "warning", *flags],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -55,6 +57,12 @@ def process(served):
         if proc.poll() is None:
             proc.kill()
         proc.wait()
+
+
+@pytest.fixture(scope="module")
+def process(served):
+    with serve_process(served) as started:
+        yield started
 
 
 def test_openai_client(served, process):
@@ -117,22 +125,45 @@ def test_upload_to_the_running_process(served, process, tmp_path):
     assert httpx.post(url + "/v1/chat/completions", json=body).status_code == 200
 
 
-def test_sigterm_drains_requests_in_flight(served, process):
-    """Last in this module: it stops the process."""
-    proc, url = process
-    body = chat_body(
-        served.model_name, OTHER_PROMPT, ["a"], max_tokens=400, stream=True, ignore_eos=True
-    )
+def streams_in_flight(url: str, body: dict, n: int):
+    """Start `n` streaming requests, wait until all run; (threads, events they collect)."""
     events = []
 
     def client():
         with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=60) as r:
             events.extend(sse_events(r))
 
-    running = [threading.Thread(target=client) for _ in range(3)]
+    running = [threading.Thread(target=client) for _ in range(n)]
     for t in running:
         t.start()
-    wait_until(lambda: "sft_eraser_running_requests 3.0" in httpx.get(url + "/metrics").text)
+    wait_until(lambda: f"sft_eraser_running_requests {n}.0" in httpx.get(url + "/metrics").text)
+    return running, events
+
+
+def test_requests_left_when_the_drain_ends_get_a_503_event(served):
+    """Past --shutdown-timeout-s (0 here) each stream still running ends with a shutting_down
+    error event and [DONE], not a cut connection (an exception in the client thread)."""
+    body = chat_body(
+        served.model_name, OTHER_PROMPT, [], max_tokens=400, stream=True, ignore_eos=True
+    )
+    with serve_process(served, "--shutdown-timeout-s", "0") as (proc, url):
+        running, events = streams_in_flight(url, body, 2)
+        proc.send_signal(signal.SIGTERM)
+        for t in running:
+            t.join(timeout=60)
+        assert proc.wait(timeout=60) in (0, -signal.SIGTERM)
+    errors = [e["error"]["code"] for e in events if e != "[DONE]" and "error" in e]
+    assert errors == ["shutting_down"] * 2
+    assert events.count("[DONE]") == 2
+
+
+def test_sigterm_drains_requests_in_flight(served, process):
+    """Last in this module: it stops the process."""
+    proc, url = process
+    body = chat_body(
+        served.model_name, OTHER_PROMPT, ["a"], max_tokens=400, stream=True, ignore_eos=True
+    )
+    running, events = streams_in_flight(url, body, 3)
     proc.send_signal(signal.SIGTERM)
     for t in running:
         t.join(timeout=60)
