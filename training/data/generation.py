@@ -100,8 +100,10 @@ def greedy_reply_ids(
             )
             if on_batch is not None:
                 on_batch(idx, torch.stack(out.logits, 1))
+            sequences = out.sequences
+            del out  # it holds the KV cache, which would live on through the next generate()
             # With input_ids, generate() returns prompt + reply; with inputs_embeds, the reply only.
-            new_tokens = out.sequences[:, input_ids.shape[1] :] if prefix is None else out.sequences
+            new_tokens = sequences[:, input_ids.shape[1] :] if prefix is None else sequences
             for i, row in zip(idx, new_tokens.tolist(), strict=True):
                 replies[i] = row[: row.index(eos) + 1] if eos in row else row
     finally:

@@ -14,6 +14,7 @@ reply, teacher-forced after the prompt (the rows are then prompt + reply, padded
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -37,7 +38,8 @@ def token_states(model, index: int, first_call_only: bool = False):
             if first_call_only and states[i] is not None:
                 return
             hidden = output[0] if isinstance(output, tuple) else output
-            states[i] = hidden[:, index, :]
+            # A kept slice is copied: a view would hold the whole prefill's hidden states.
+            states[i] = hidden[:, index, :].clone() if first_call_only else hidden[:, index, :]
 
         return fn
 
@@ -108,6 +110,9 @@ def generated_target_stats(
     statistics on them, from the generation itself: the states at the last prompt token are the
     prefill's and the KL log-probs those of each generated token, the values `target_stats` gets
     from a second, teacher-forced pass over the rows."""
+    if getattr(target.generation_config, "prefill_chunk_size", None):
+        # The states are read from the first forward call, which must see the whole prompt.
+        raise ValueError("the target's generation_config sets prefill_chunk_size; unset it")
     n = len(encoded)
     kl_mask = torch.zeros(n, reply_tokens)
     log_probs: torch.Tensor | None = None
@@ -117,10 +122,11 @@ def generated_target_stats(
         def keep(rows: list[int], logits: torch.Tensor) -> None:
             nonlocal log_probs
             if log_probs is None:
-                log_probs = torch.zeros(n, reply_tokens, logits.shape[-1])
+                vocab = logits.shape[-1]
+                log_probs = torch.full((n, reply_tokens, vocab), -math.log(vocab))
                 per_layer.extend(torch.zeros(n, s.shape[-1]) for s in prefill)
             # generate() stops once every row of the batch has ended: positions past a row's end
-            # are left at zero and never counted (kl_mask).
+            # keep the uniform distribution (a finite KL times 0) and are never counted (kl_mask).
             log_probs[rows, : logits.shape[1]] = F.log_softmax(logits.float(), -1).cpu()
             for layer, state in zip(per_layer, prefill, strict=True):
                 layer[rows] = state.float().cpu()
