@@ -9,9 +9,10 @@
 # SFT_ERASER_<FLAG> environment variable; set the port with SFT_ERASER_PORT, which the health
 # check reads (not with --port: the health check would keep asking port 8000). The health check
 # fails once the model cannot load (GET /health answers 503).
-# On SIGTERM the server lets requests in flight finish for --shutdown-timeout-s (60 s) and needs
-# 5 s more to answer the rest with a 503; docker stop kills after 10 s unless told otherwise:
-# docker run --stop-timeout 70 ... (or docker stop -t 70).
+# On SIGTERM the server lets requests in flight finish for --shutdown-timeout-s (60 s), answers
+# the rest with a 503 and closes what is left 5 s later; docker stop kills after 10 s unless told
+# otherwise: docker run --stop-timeout 70 ... (or docker stop -t 70; more with a longer
+# SFT_ERASER_SHUTDOWN_TIMEOUT_S).
 FROM python:3.11-slim
 
 # PyPI's Linux torch wheels are CUDA builds and bring their own CUDA runtime; the host needs only

@@ -14,6 +14,8 @@ import uvicorn
 
 from server.settings import ENV_PREFIX, ServerSettings
 
+log = logging.getLogger(__name__)
+
 # Secrets on a command line are visible to every user of the machine (ps); env only.
 ENV_ONLY = {"admin_token"}
 REQUIRED = {"carrier", "store"}
@@ -114,7 +116,10 @@ class DrainingServer(uvicorn.Server):
         await asyncio.sleep(self.drain_s)
         engine = self.app.state.server.engine
         if engine is not None:
-            await asyncio.to_thread(engine.shutdown, 0)
+            try:
+                await asyncio.to_thread(engine.shutdown, 0)
+            except Exception:  # the lifespan stops it again; say why this one failed
+                log.exception("stopping the engine after the drain failed")
 
 
 def _fail(message: str) -> int:
