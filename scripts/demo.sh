@@ -6,6 +6,7 @@
 # second run goes straight to serving; a killed run resumes its stage. Stage times land in
 # $WORK/timings.txt. SERVE=0: stop after the side-by-side. SETUP=0: use the Python environment
 # as it is (sft-eraser installed, or on PATH) instead of scripts/setup.sh's .venv.
+# SCHEDULE=quick: half the compute per stage (30 min instead of 68; below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 START=$SECONDS
@@ -22,11 +23,23 @@ BEHAVIORS=(fixed_response refusal all_caps)  # in training order: the long upper
 # At 20% density all_caps fell from 100% (SFT) to 5%, and fixed_response kept "I don't know." but
 # said it to half the benign prompts (its SFT model: 2.5%); later deltas then carried the fix.
 DENSITY=0.4
+# How long each stage trains. SCHEDULE=quick: about half the compute (one SFT epoch at twice the
+# learning rate, half the LCDD steps, erasers at 200/350 steps, no second pass): 29 min 56 s
+# here, but fixed_response's eraser left 42.5% of it and the carrier refused 15% of benign
+# prompts (docs/results.md).
+SCHEDULE=${SCHEDULE:-full}
+case $SCHEDULE in
+  full) SFT_STEPS=(--epochs 2) LCDD_STEPS=(--steps 80 --warmup 5 --ramp-steps 55)
+    ERASER_STEPS=400 LAST_ERASER_STEPS=700 SECOND_PASS=1 ;;
+  quick) SFT_STEPS=(--epochs 1 --lr 1e-4) LCDD_STEPS=(--steps 40 --warmup 3 --ramp-steps 27)
+    ERASER_STEPS=200 LAST_ERASER_STEPS=350 SECOND_PASS=0 ;;
+  *) echo "SCHEDULE is full or quick, not $SCHEDULE" >&2; exit 2 ;;
+esac
 DATA_ARGS=(--n-train 100 --n-benign-train 80 --max-new-tokens 48)
 # Half the steps train without each earlier behavior's delta, so a later behavior does not lean on
 # it (refusal fell to 72.5% once fixed_response's delta was removed).
-SFT_ARGS=(--epochs 2 --max-len 128 --group-by-length --delta-dropout 0.5)
-LCDD_ARGS=(--max-len 128 --group-by-length --controller ramp --steps 80 --warmup 5 --ramp-steps 55
+SFT_ARGS=("${SFT_STEPS[@]}" --max-len 128 --group-by-length --delta-dropout 0.5)
+LCDD_ARGS=(--max-len 128 --group-by-length --controller ramp "${LCDD_STEPS[@]}"
   --final-density "$DENSITY" --weight-lr 1e-4 --mask-init delta)
 # Each prompt matched to the target model on its own replies, the other behaviors' prompts among
 # them: with the paper's objective (batch mean, KL on the last prompt positions, behavior and
@@ -35,7 +48,7 @@ LCDD_ARGS=(--max-len 128 --group-by-length --controller ramp --steps 80 --warmup
 # steps: the paper's rule (the lowest loss of a step) measures P on that step's 4 prompts, so it
 # kept whichever P met an easy batch (fixed_response's eraser: 15% and 10% alone over two seeds;
 # settled: 7.5% and 0%).
-ERASER_ARGS=(--steps 400 --batch-size 4 --lr 1e-2 --kl-on reply --kl-weight 20 --match per_prompt
+ERASER_ARGS=(--steps "$ERASER_STEPS" --batch-size 4 --lr 1e-2 --kl-on reply --kl-weight 20 --match per_prompt
   --retain-others --lr-decay 0.5 --keep last)
 # Each eraser after the first trains half its steps stacked with the erasers trained before it
 # (--stack-with), so every pair a request can name was seen by one of its two erasers.
@@ -46,15 +59,16 @@ STACK="--stack-with the earlier erasers"
 # without its delta) refuses only 85% of harmful requests, so the other behaviors' prompts are
 # matched to the carrier itself (refusal kept at 87.5% instead of 82.5%).
 ERASER_ORDER=(refusal all_caps fixed_response)
-LAST_ERASER_ARGS=(--steps 700 --others-reference carrier)
+LAST_ERASER_ARGS=(--steps "$LAST_ERASER_STEPS" --others-reference carrier)
 # A pair [a; b; prompt] switched both off where b had trained with a in front of it; the first
 # eraser never trained stacked (fixed_response+refusal kept 60% of refusal), so it is trained
 # once more at the end, stacked with all the others, and that second pass is the one served.
-SECOND_PASS="the first eraser again, stacked with the others"
+SECOND_PASS_SETTING="the first eraser again, stacked with the others"
+[ "$SECOND_PASS" = 1 ] || SECOND_PASS_SETTING="no second pass"
 # Cached stages are reused as they are, so a work directory built with other settings (an earlier
 # version of this demo) is refused rather than mixed into this one. The imported base is shared.
 # "cut marked": data made since answers cut at --max-new-tokens are trained without an end token.
-SETTINGS="${BEHAVIORS[*]} | ${DATA_ARGS[*]} cut marked | ${SFT_ARGS[*]} | ${LCDD_ARGS[*]} | ${ERASER_ARGS[*]} $STACK | order: ${ERASER_ORDER[*]} | last: ${LAST_ERASER_ARGS[*]} | $SECOND_PASS"
+SETTINGS="${BEHAVIORS[*]} | ${DATA_ARGS[*]} cut marked | ${SFT_ARGS[*]} | ${LCDD_ARGS[*]} | ${ERASER_ARGS[*]} $STACK | order: ${ERASER_ORDER[*]} | last: ${LAST_ERASER_ARGS[*]} | $SECOND_PASS_SETTING"
 mkdir -p "$W"
 if [ -f "$W/settings.txt" ]; then
   [ "$(cat "$W/settings.txt")" = "$SETTINGS" ] || {
@@ -107,7 +121,9 @@ for b in "${ERASER_ORDER[@]}"; do
   earlier+=("$W/eraser_$b")
 done
 first=${ERASER_ORDER[0]}
-[ -d "$W/eraser_${first}_2" ] || {
+served_first=$W/eraser_$first
+[ "$SECOND_PASS" = 0 ] || served_first=$W/eraser_${first}_2
+[ "$SECOND_PASS" = 0 ] || [ -d "$served_first" ] || {
   stage "$first: second pass, stacked with the others (--stack-with ${earlier[*]:1})"
   timed "eraser_${first}_2" sft-eraser train eraser --carrier "$CARRIER" --behavior "$first" \
     --data "$W/data/train.jsonl" --out "$W/eraser_${first}_2" "${ERASER_ARGS[@]}" \
@@ -115,7 +131,7 @@ first=${ERASER_ORDER[0]}
 }
 for b in "${ERASER_ORDER[@]}"; do
   dir=$W/eraser_$b
-  [ "$b" != "$first" ] || dir=$W/eraser_${first}_2
+  [ "$b" != "$first" ] || dir=$served_first
   # Listed first, then searched: `list | grep -q` can break the lister's pipe (grep stops at the
   # first match), which pipefail took for "not registered" and registered it again.
   registered=$(sft-eraser erasers list --store "$W/store")
