@@ -81,7 +81,6 @@ def serve(args: argparse.Namespace) -> int:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        timeout_graceful_shutdown=settings.shutdown_timeout_s + ERROR_FLUSH_S,
     )
     DrainingServer(config, app, settings.shutdown_timeout_s).run()
     return 0
@@ -98,6 +97,7 @@ class DrainingServer(uvicorn.Server):
     with a 503 (an error event on a stream), before uvicorn's own timeout would cut them."""
 
     def __init__(self, config: uvicorn.Config, app, drain_s: float):
+        config.timeout_graceful_shutdown = drain_s + ERROR_FLUSH_S
         super().__init__(config)
         self.app, self.drain_s = app, drain_s
 
