@@ -3,7 +3,8 @@
 Names resolve against the store at each request, so an eraser added or removed (by the admin
 routes or by `sft-eraser erasers` on the same store) counts for the next request. Resolved
 embeddings are cached on the model's device by (name, version, sha256): versions are never
-reused, so a cached entry is never stale; a request holds its own tensors, so removing an eraser
+reused, so a cached entry is never stale; one version per name is kept (the last one read), so
+registering new versions does not grow it. A request holds its own tensors, so removing an eraser
 never affects a request in flight.
 """
 
@@ -106,6 +107,8 @@ class ErasersOnDevice:
             eraser = self.store.get(record.name, record.version)
             cached = eraser.embeddings.to(self.device, self.dtype)
             with self._lock:
+                for older in [c for c in self._cache if c[0] == record.name]:
+                    del self._cache[older]
                 self._cache[k] = cached
         return cached
 

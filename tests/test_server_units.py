@@ -516,18 +516,14 @@ def test_a_failed_step_fails_its_rows_and_the_engine_serves_on():
         engine.shutdown(0)
 
 
-@pytest.mark.parametrize("still_registered", [False, True])
-def test_an_eraser_whose_files_vanish_during_its_first_read(tmp_path, still_registered):
-    """Removed meanwhile (its record gone too): 404, as if never there. Files gone but still
-    registered: a damaged eraser, 500."""
-    from eraser_store import EraserStore, write_eraser
-    from server.erasers import ErasersOnDevice
+def small_eraser(out, embeddings: torch.Tensor, name: str):
+    """An eraser directory for the store tests (one layer, one head, no channels)."""
+    from eraser_store import write_eraser
 
-    store = EraserStore(tmp_path / "store")
-    eraser = write_eraser(
-        tmp_path / "e",
-        torch.zeros(2, 8),
-        name="gone",
+    return write_eraser(
+        out,
+        embeddings,
+        name=name,
         behavior="b",
         carrier_fingerprint="sha256:" + "a" * 64,
         num_layers=1,
@@ -535,6 +531,17 @@ def test_an_eraser_whose_files_vanish_during_its_first_read(tmp_path, still_regi
         channel_count=0,
         training={},
     )
+
+
+@pytest.mark.parametrize("still_registered", [False, True])
+def test_an_eraser_whose_files_vanish_during_its_first_read(tmp_path, still_registered):
+    """Removed meanwhile (its record gone too): 404, as if never there. Files gone but still
+    registered: a damaged eraser, 500."""
+    from eraser_store import EraserStore
+    from server.erasers import ErasersOnDevice
+
+    store = EraserStore(tmp_path / "store")
+    eraser = small_eraser(tmp_path / "e", torch.zeros(2, 8), "gone")
     store.add(eraser)
 
     def read_while_removed(name, version=None):
@@ -547,6 +554,21 @@ def test_an_eraser_whose_files_vanish_during_its_first_read(tmp_path, still_regi
         ErasersOnDevice(store, torch.device("cpu"), torch.float32).resolve(["gone"], None)
     want = (500, "eraser_corrupted") if still_registered else (404, "eraser_not_found")
     assert (refused.value.status, refused.value.code) == want
+
+
+def test_the_device_cache_keeps_one_version_per_eraser(tmp_path):
+    """An eraser registered again and again must not pile its versions up on the device."""
+    from eraser_store import EraserStore
+    from server.erasers import ErasersOnDevice
+
+    store = EraserStore(tmp_path / "store")
+    for version in (1, 2):
+        store.add(small_eraser(tmp_path / f"e{version}", torch.full((2, 8), float(version)), "e"))
+    on_device = ErasersOnDevice(store, torch.device("cpu"), torch.float32)
+    for ref, value in (("e@1", 1.0), ("e", 2.0), ("e@1", 1.0)):
+        (resolved,) = on_device.resolve([ref], None)
+        assert torch.equal(resolved.embeddings, torch.full((2, 8), value))
+        assert [k[:2] for k in on_device._cache] == [("e", int(value))]
 
 
 def test_a_stream_dropped_before_its_first_chunk_cancels_its_job():
