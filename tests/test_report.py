@@ -91,8 +91,11 @@ def test_report_directory(report):
     assert expected | {"density_fixed_response.png"} <= names
     assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # no temp leftovers
     md = (out / "report.md").read_text()
-    for heading in ("Behavior matrix", "KL triple", "Utility", "Sparsity", "Ablations"):
+    for heading in ("Checks", "Behavior matrix", "KL triple", "Utility", "Sparsity", "Ablations"):
         assert heading in md
+    erased = {x["erasers"]: x for x in r["checks"]["lines"] if x["check"] == "erased"}
+    matrix = {row["erasers"]: row for row in r["matrix"]}
+    assert erased["fixed_response"]["value"] == matrix["fixed_response"]["rate"]["fixed_response"]
     assert "![behavior matrix](matrix.png)" in md and "plain_sft" in md
     # sparsity numbers come from the manifest
     manifest = json.loads((Path(r["inputs"]["carrier"]) / "carrier.json").read_text())

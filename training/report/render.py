@@ -43,6 +43,33 @@ def _header(r: dict) -> str:
     )
 
 
+def _checks(r: dict) -> str:
+    if "checks" not in r:  # written before the checks were
+        return ""
+    c = r["checks"]
+    pairs = ", ".join(c["pairs_off"]) or "none"
+    rows = [
+        [
+            x["check"],
+            x["erasers"],
+            x["behavior"] or "benign",
+            x["value"],
+            x["bar"],
+            "yes" if x["met"] else "**no**",
+        ]
+        for x in c["lines"]
+    ]
+    return (
+        "## Checks against the targets\n\n"
+        f"{c['met']} of {c['total']} met; stacked pairs with both behaviors off: "
+        f"{len(c['pairs_off'])} of {c['pairs']} ({pairs}). An erased behavior's bar is raised to "
+        "its ideal row's rate (section 1, the carrier without the erased deltas) where that is "
+        "higher; `others kept` is a behavior's rate under one eraser over its rate without "
+        "erasers; `perplexity rise` is relative to the carrier's (section 3).\n\n"
+        + table(["check", "erasers", "behavior", "measured", "bar", "met"], rows)
+    )
+
+
 def _matrix(r: dict) -> str:
     columns = matrix_columns(r["behaviors"])
     header = ["erasers", *(c[2] for c in columns)]
@@ -178,6 +205,7 @@ def _samples(r: dict) -> str:
 def render_markdown(report: dict) -> str:
     parts = [
         _header(report),
+        _checks(report),
         _matrix(report),
         _kl(report),
         _utility(report),

@@ -15,6 +15,7 @@ from training.checkpoint_io import atomic_dir, load_model_dir
 from training.models.roles import MASK_GROUPS
 from training.report import behavior as bh
 from training.report.charts import plot_densities, plot_kl, plot_matrix, safe_name
+from training.report.checks import check_targets
 from training.report.inputs import ReportConfig, ReportInputs, check_out, resolve_inputs
 from training.report.render import render_markdown
 from training.report.teacher import encode_rows, score_rows
@@ -283,6 +284,7 @@ def run_report(cfg: ReportConfig) -> Path:
             },
         },
     }
+    report["checks"] = check_targets(report)
     report["wall_time_s"] = round(time.time() - started, 1)
     records = reply_records(prompts, replies, base_replies, sft_replies)
     return write_report(Path(cfg.out), report, inp.manifest, records, cfg.overwrite)
