@@ -3,15 +3,17 @@
 Names resolve against the store at each request, so an eraser added or removed (by the admin
 routes or by `sft-eraser erasers` on the same store) counts for the next request. Resolved
 embeddings are cached on the model's device by (name, version, sha256): versions are never
-reused, so a cached entry is never stale; one version per name is kept (the last one read), so
-registering new versions does not grow it. A request holds its own tensors, so removing an eraser
-never affects a request in flight.
+reused, so a cached entry is never stale. The cache keeps the `max_cached` most recently used
+(name, version) entries, so registering version after version does not grow it without end,
+while clients pinning different versions of one name still hit it. A request holds its own
+tensors, so removing an eraser or evicting its entry never affects a request in flight.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
@@ -38,9 +40,12 @@ class ResolvedEraser:
 
 
 class ErasersOnDevice:
-    def __init__(self, store: EraserStore, device: torch.device, dtype: torch.dtype):
+    def __init__(
+        self, store: EraserStore, device: torch.device, dtype: torch.dtype, max_cached: int = 256
+    ):
         self.store, self.device, self.dtype = store, device, dtype
-        self._cache: dict[tuple[str, int, str], torch.Tensor] = {}
+        self.max_cached = max_cached
+        self._cache: OrderedDict[tuple[str, int, str], torch.Tensor] = OrderedDict()
         self._lock = threading.Lock()
 
     def resolve(self, refs: list[str], key: ApiKey | None) -> list[ResolvedEraser]:
@@ -103,13 +108,15 @@ class ErasersOnDevice:
         k = (record.name, record.version, record.sha256)
         with self._lock:
             cached = self._cache.get(k)
+            if cached is not None:
+                self._cache.move_to_end(k)
         if cached is None:
             eraser = self.store.get(record.name, record.version)
             cached = eraser.embeddings.to(self.device, self.dtype)
             with self._lock:
-                for older in [c for c in self._cache if c[0] == record.name]:
-                    del self._cache[older]
                 self._cache[k] = cached
+                while len(self._cache) > self.max_cached:
+                    self._cache.popitem(last=False)
         return cached
 
 

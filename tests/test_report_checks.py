@@ -50,8 +50,25 @@ def test_each_target_figure_is_checked_against_its_bar():
     # a perplexity rise of exactly 10% and 0.8/0.9 kept pass; the pair's bar is its ideal row's
     assert lines[("perplexity rise", "a", None)]["met"]
     assert abs(lines[("others kept", "a", "b")]["value"] - 0.8 / 0.9) < 1e-12
-    assert lines[("erased", "a+b", "b")]["bar"] == "<= 0.25"
-    assert lines[("erased", "a+b", "a")]["bar"] == "<= 0.1"
+    assert (lines[("erased", "a+b", "b")]["sense"], lines[("erased", "a+b", "b")]["bar"]) == (
+        "<=",
+        0.25,
+    )
+    assert lines[("erased", "a+b", "a")]["bar"] == 0.1
+
+
+def test_an_unmeasured_figure_fails_and_older_reports_are_checked():
+    report = two_behavior_report()
+    report["utility"]["rows"][1]["perplexity"] = None  # eraser a's
+    lines = {(x["check"], x["erasers"]): x for x in check_targets(report)["lines"]}
+    assert lines[("perplexity rise", "a")]["value"] is None
+    assert not lines[("perplexity rise", "a")]["met"]
+    # format version 1 named one behavior as a string; older reports have no target rows
+    report["targets"] = [{**report["targets"][1], "without": "b"}]
+    erased_b = {x["erasers"]: x for x in check_targets(report)["lines"] if x["behavior"] == "b"}
+    assert erased_b["b"]["bar"] == 0.1 and erased_b["a+b"]["bar"] == 0.1
+    del report["targets"]
+    assert check_targets(report)["total"] == 14
 
 
 def test_bars_can_be_set():

@@ -556,19 +556,25 @@ def test_an_eraser_whose_files_vanish_during_its_first_read(tmp_path, still_regi
     assert (refused.value.status, refused.value.code) == want
 
 
-def test_the_device_cache_keeps_one_version_per_eraser(tmp_path):
-    """An eraser registered again and again must not pile its versions up on the device."""
+def test_the_device_cache_keeps_the_most_recently_used_versions(tmp_path):
+    """An eraser registered again and again must not pile its versions up on the device, and
+    versions in use stay cached."""
     from eraser_store import EraserStore
     from server.erasers import ErasersOnDevice
 
     store = EraserStore(tmp_path / "store")
-    for version in (1, 2):
+    for version in (1, 2, 3):
         store.add(small_eraser(tmp_path / f"e{version}", torch.full((2, 8), float(version)), "e"))
-    on_device = ErasersOnDevice(store, torch.device("cpu"), torch.float32)
-    for ref, value in (("e@1", 1.0), ("e", 2.0), ("e@1", 1.0)):
+    on_device = ErasersOnDevice(store, torch.device("cpu"), torch.float32, max_cached=2)
+    for ref, value, cached in (
+        ("e@1", 1, [1]),
+        ("e", 3, [1, 3]),
+        ("e@1", 1, [3, 1]),  # a hit: now the most recent
+        ("e@2", 2, [1, 2]),  # 3 was the least recently used
+    ):
         (resolved,) = on_device.resolve([ref], None)
-        assert torch.equal(resolved.embeddings, torch.full((2, 8), value))
-        assert [k[:2] for k in on_device._cache] == [("e", int(value))]
+        assert torch.equal(resolved.embeddings, torch.full((2, 8), float(value)))
+        assert [version for _, version, _ in on_device._cache] == cached
 
 
 def test_a_stream_dropped_before_its_first_chunk_cancels_its_job():

@@ -30,21 +30,28 @@ SLACK = 1e-9  # rates are k/n and ratios of them: 0.85 kept must not fail as 0.8
 
 
 def _line(check: str, erasers: str, behavior: str | None, value, bar: float, at_least: bool):
-    met = value >= bar - SLACK if at_least else value <= bar + SLACK
-    sense = ">=" if at_least else "<="
+    """One figure against its bar; a figure that could not be measured (None) fails."""
+    met = value is not None and (value >= bar - SLACK if at_least else value <= bar + SLACK)
     return {
         "check": check,
         "erasers": erasers,
         "behavior": behavior,
         "value": value,
-        "bar": f"{sense} {bar:.3g}",
+        "sense": ">=" if at_least else "<=",
+        "bar": bar,
         "met": met,
     }
 
 
 def ideal_rates(report: dict) -> dict[frozenset, dict[str, float]]:
-    """The target models' rates, by the set of behaviors they are without."""
-    return {frozenset(row["without"]): row["rate"] for row in report["targets"]}
+    """The target models' rates, by the set of behaviors they are without. Format version 1 named
+    one behavior as a string; reports older still have no target rows (every bar stays at
+    `erased_max`)."""
+    ideal = {}
+    for row in report.get("targets", []):
+        without = row["without"]
+        ideal[frozenset([without] if isinstance(without, str) else without)] = row["rate"]
+    return ideal
 
 
 def check_targets(report: dict, bars: Bars = Bars()) -> dict:
@@ -69,14 +76,13 @@ def check_targets(report: dict, bars: Bars = Bars()) -> dict:
         if len(erased) > 1:
             continue
         for b in report["behaviors"]:
+            # a behavior the carrier never shows has nothing to keep ("behavior on" fails it)
             if b not in erased and none["rate"][b] > 0:
                 kept = row["rate"][b] / none["rate"][b]
                 lines.append(_line("others kept", label, b, kept, bars.kept_min, True))
-        if perplexity.get(label) is not None and perplexity.get(NONE):
-            rise = perplexity[label] / perplexity[NONE] - 1
-            lines.append(
-                _line("perplexity rise", label, None, rise, bars.perplexity_rise_max, False)
-            )
+        measured = perplexity.get(label) is not None and perplexity.get(NONE)
+        rise = perplexity[label] / perplexity[NONE] - 1 if measured else None
+        lines.append(_line("perplexity rise", label, None, rise, bars.perplexity_rise_max, False))
     pairs = [label for label, row in rows.items() if len(row["set"]) == 2]
     pairs_off = [
         label for label in pairs if all(line["met"] for line in lines if line["erasers"] == label)

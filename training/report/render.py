@@ -47,26 +47,29 @@ def _checks(r: dict) -> str:
     if "checks" not in r:  # written before the checks were
         return ""
     c = r["checks"]
-    pairs = ", ".join(c["pairs_off"]) or "none"
     rows = [
         [
             x["check"],
             x["erasers"],
             x["behavior"] or "benign",
             x["value"],
-            x["bar"],
+            f"{x['sense']} {fmt(x['bar'])}",
             "yes" if x["met"] else "**no**",
         ]
         for x in c["lines"]
     ]
+    pairs = ""
+    if c["pairs"]:
+        off = ", ".join(c["pairs_off"]) or "none"
+        n_off = len(c["pairs_off"])
+        pairs = f"; stacked pairs with both behaviors off: {n_off} of {c['pairs']} ({off})"
     return (
         "## Checks against the targets\n\n"
-        f"{c['met']} of {c['total']} met; stacked pairs with both behaviors off: "
-        f"{len(c['pairs_off'])} of {c['pairs']} ({pairs}). An erased behavior's bar is raised to "
-        "its ideal row's rate (section 1, the carrier without the erased deltas) where that is "
-        "higher; `others kept` is a behavior's rate under one eraser over its rate without "
-        "erasers; `perplexity rise` is relative to the carrier's (section 3).\n\n"
-        + table(["check", "erasers", "behavior", "measured", "bar", "met"], rows)
+        f"{c['met']} of {c['total']} met{pairs}. An erased behavior's bar is raised to its ideal "
+        "row's rate (section 1, the carrier without the erased deltas) where that is higher; "
+        "`others kept` is a behavior's rate under one eraser over its rate without erasers; "
+        "`perplexity rise` is relative to the carrier's (section 3); a figure not measured (—) "
+        "fails.\n\n" + table(["check", "erasers", "behavior", "measured", "bar", "met"], rows)
     )
 
 
