@@ -10,6 +10,7 @@ from eraser_store.format import (
     read_eraser,
     write_eraser,
 )
+from eraser_store.stacking import stack_key
 from eraser_store.store import (
     CarrierMismatch,
     EraserCorrupted,
@@ -36,5 +37,6 @@ __all__ = [
     "carrier_ref",
     "parse_ref",
     "read_eraser",
+    "stack_key",
     "write_eraser",
 ]

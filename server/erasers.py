@@ -26,6 +26,7 @@ from eraser_store import (
     EraserStore,
     EraserStoreError,
     parse_ref,
+    stack_key,
 )
 from server import errors
 from server.auth import ApiKey
@@ -49,7 +50,8 @@ class ErasersOnDevice:
         self._lock = threading.Lock()
 
     def resolve(self, refs: list[str], key: ApiKey | None) -> list[ResolvedEraser]:
-        """Raises APIError: 400 bad reference, 403 not allowed for this key, 404 unknown."""
+        """The erasers in the order they stack (`stack_key`), whatever order `refs` lists them
+        in. Raises APIError: 400 bad reference, 403 not allowed for this key, 404 unknown."""
         parsed = []
         for i, ref in enumerate(refs):
             try:
@@ -90,7 +92,9 @@ class ErasersOnDevice:
                     type="server_error",
                     code="eraser_corrupted",
                 ) from None
-        return resolved
+        return sorted(
+            resolved, key=lambda e: stack_key(e.record.behavior, e.record.name, e.record.version)
+        )
 
     def _still_registered(self, name: str, version: int | None) -> bool:
         try:
@@ -121,7 +125,7 @@ class ErasersOnDevice:
 
 
 def stacked(erasers: list[ResolvedEraser]) -> torch.Tensor | None:
-    """The prefix of a request: its erasers' embeddings, in the order the request gave them."""
+    """The prefix of a request: its erasers' embeddings, in the order given (resolve's)."""
     if not erasers:
         return None
     return torch.cat([e.embeddings for e in erasers])

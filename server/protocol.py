@@ -42,7 +42,8 @@ class SamplingFields(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str
     erasers: list[str] = Field(
-        default_factory=list, description="NAME or NAME@VERSION, prepended in this order"
+        default_factory=list,
+        description="NAME or NAME@VERSION; stacked by behavior, then name, in any order given",
     )
     max_tokens: int | None = Field(None, ge=1)
     temperature: float = Field(1.0, ge=0.0, le=2.0)

@@ -1,5 +1,5 @@
 """`train eraser --stack-with`: some steps train the eraser stacked with a frozen partner eraser,
-in front of it or behind it, against the carrier without both behaviors."""
+in the server's stacking order (by behavior name), against the carrier without both behaviors."""
 
 from __future__ import annotations
 
@@ -48,32 +48,34 @@ def test_stacked_steps_train_with_the_partner_and_prob_zero_is_the_plain_eraser(
     rows = metric_rows(half)
     stacked = [r for r in rows if r["stacked"]]
     assert 0 < len(stacked) < len(rows)
-    assert {r["partner_first"] for r in stacked} == {0, 1}
+    # fixed_response stacks in front of refusal, as the server stacks the pair
+    assert {r["partner_first"] for r in stacked} == {0}
     training = read_eraser(half).meta.training
     assert training["stacked_with"] == ["erase-refusal"]
     assert training["stacked_steps"] == len(stacked)
 
 
-def test_a_stacked_step_puts_the_partner_in_front_or_behind(tmp_path):
+def test_a_stacked_step_puts_each_partner_on_its_side_of_the_stack(tmp_path):
     cfg = EraserConfig(
         carrier=tmp_path, behavior="b", data=tmp_path, out=tmp_path, batch_size=2, max_norm=1e9
     )
-    partner = torch.full((2, 3), 7.0)
-    alone, stacked = RecordingLoss(), RecordingLoss()
-    places = [Placement([[1], [2]], None, alone), Placement([[1], [2]], None, stacked, partner)]
+    behind, in_front = torch.full((2, 3), 7.0), torch.full((1, 3), -7.0)
+    losses = [RecordingLoss() for _ in range(3)]
+    places = [
+        Placement([[1], [2]], None, losses[0]),
+        Placement([[1], [2]], None, losses[1], behind, partner_first=False),
+        Placement([[1], [2]], None, losses[2], in_front, partner_first=True),
+    ]
     job = EraserJob(None, torch.zeros(3, 3), places, 0, cfg)
-    for step in range(40):
-        k, partner_first = job.placement(step)
+    for step in range(60):
+        k = job.placement(step)
         before = job.prefix.detach().clone()
         metrics = job.train_step(step, job.rows(step))
-        assert (metrics["stacked"], metrics["partner_first"]) == (k, int(partner_first))
-        if k == 0:
-            assert torch.equal(alone.prefixes[-1], before)
-        else:
-            want = (partner, before) if partner_first else (before, partner)
-            assert torch.equal(stacked.prefixes[-1], torch.cat(want))
-    assert len(alone.prefixes) and len(stacked.prefixes)
-    # the partner is frozen; only the eraser's own rows move
+        assert (metrics["stacked"], metrics["partner_first"]) == (k, int(k == 2))
+        want = [before, (before, behind), (in_front, before)][k]
+        assert torch.equal(losses[k].prefixes[-1], want if k == 0 else torch.cat(want))
+    assert all(loss.prefixes for loss in losses)
+    # the partners are frozen; only the eraser's own rows move
     assert torch.equal(places[1].partner, torch.full((2, 3), 7.0))
     assert job.best_loss < float("inf") and torch.equal(job.result(), job.best)
 

@@ -180,18 +180,16 @@ def test_assignment_parsing():
     assert split_model("/e:/m") == (Path("/e"), Path("/m"))
 
 
-def test_eraser_sets_stack_in_order():
-    assert [set_label(s) for s in eraser_sets(["a", "b", "c"])] == [
+def test_eraser_sets_are_each_pair_in_the_servers_stack_order():
+    labels = [set_label(s) for s in eraser_sets(["refusal", "all_caps", "fixed_response"])]
+    assert labels == [
         "none",
-        "a",
-        "b",
-        "c",
-        "a+b",
-        "a+c",
-        "b+a",
-        "b+c",
-        "c+a",
-        "c+b",
+        "refusal",
+        "all_caps",
+        "fixed_response",
+        "all_caps+fixed_response",
+        "all_caps+refusal",
+        "fixed_response+refusal",
     ]
     e = {"a": torch.zeros(2, 3), "b": torch.ones(1, 3)}
     assert stack(e, ()) is None

@@ -22,7 +22,8 @@ from server_helpers import (
     sse_events,
 )
 
-from eraser_store import read_eraser
+from eraser_store import EraserStore, carrier_ref, read_eraser
+from server.erasers import ErasersOnDevice
 from training.checkpoint_io import load_model_dir
 from training.data.generation import greedy_generate
 
@@ -66,10 +67,24 @@ def chat(url, model, prompt, erasers=(), **kw) -> dict:
 
 @pytest.mark.parametrize("erasers", ERASER_SETS, ids=lambda e: "+".join(e) or "none")
 def test_chat_equals_offline_generation(served, server, erasers):
-    expected = reference(served, PROMPTS, erasers)
+    """Offline, the erasers stacked in their stack order (both are fixed_response's: by name),
+    whatever order the request gave."""
+    stacked = sorted(erasers)
+    expected = reference(served, PROMPTS, stacked)
     got = [chat(server, served.model_name, p, erasers) for p in PROMPTS]
     assert [g["choices"][0]["message"]["content"].strip() for g in got] == expected
-    assert all(g["erasers"] == [f"{n}@1" for n in erasers] for g in got)
+    assert all(g["erasers"] == [f"{n}@1" for n in stacked] for g in got)
+
+
+def test_erasers_stack_by_behavior_then_name(served, tmp_path):
+    store = EraserStore(tmp_path / "store", carrier=carrier_ref(served.carrier))
+    for path in served.erasers.values():  # "a", "b": fixed_response
+        store.add(path)
+    store.add(make_eraser(served.carrier, tmp_path / "r", "a-refusal", 5, behavior="refusal"))
+    on_device = ErasersOnDevice(store, torch.device("cpu"), torch.float32)
+    for refs in (["a-refusal", "b", "a"], ["b", "a-refusal", "a@1"]):
+        got = [e.record.name for e in on_device.resolve(refs, None)]
+        assert got == ["a", "b", "a-refusal"]  # fixed_response < refusal, then a < b
 
 
 def test_the_eraser_switches_the_behavior_off_per_request(served, server):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from eraser_store import read_eraser, write_eraser
+from eraser_store import read_eraser, stack_key, write_eraser
 from eraser_store.prompting import chat_prompt_ids
 from training.carrier import behavior_entry, behavior_names, load_without, read_manifest
 from training.checkpoint_io import ModelDirError, atomic_dir, load_model_dir
@@ -94,12 +94,14 @@ def random_channels_like(channels: list[list[int]], hidden: int, seed: int) -> l
 @dataclass
 class Placement:
     """Where the eraser sits in a step and what it is matched against there: alone against its
-    target model, or stacked with a frozen partner eraser against the carrier without both."""
+    target model, or stacked with a frozen partner eraser against the carrier without both, in
+    the server's stacking order."""
 
     encoded: list[list[int]]  # per prompt: its tokens (+ this target's reply with --kl-on reply)
     stats: TargetStats
     loss_fn: EraserLoss
     partner: torch.Tensor | None = None  # the partner eraser's embeddings
+    partner_first: bool = False  # the partner stacks in front of the trained eraser
 
 
 def reference_stats(cfg: EraserConfig, references: list, encoded, tokenizer):
@@ -160,7 +162,10 @@ def build_placement(
     )
     if partner is None:
         return Placement(encoded, stats, loss_fn)
-    return Placement(encoded, stats, loss_fn, partner.embeddings.to(target.device, torch.float32))
+    embeddings = partner.embeddings.to(target.device, torch.float32)
+    # A partner is of another behavior, so the behaviors alone decide the side.
+    partner_first = stack_key(partner.meta.behavior, "") < stack_key(cfg.behavior, "")
+    return Placement(encoded, stats, loss_fn, embeddings, partner_first)
 
 
 def stack_partner(path: Path, manifest, behavior: str, fingerprint: str, hidden: int):
@@ -201,12 +206,12 @@ class EraserJob:
         n = len(self.encoded)
         return torch.randperm(n, generator=gen)[: min(self.cfg.batch_size, n)].tolist()
 
-    def placement(self, step: int) -> tuple[int, bool]:
-        """(index into placements, partner first?) of a step, drawn from the step (resume-safe)."""
+    def placement(self, step: int) -> int:
+        """The index into placements of a step, drawn from the step (resume-safe)."""
         rng = random.Random(f"stack:{self.cfg.seed}:{step}")
         if len(self.placements) == 1 or rng.random() >= self.cfg.stack_prob:
-            return 0, False
-        return rng.randrange(1, len(self.placements)), rng.random() < 0.5
+            return 0
+        return rng.randrange(1, len(self.placements))
 
     def lr(self, step: int) -> float:
         """Constant, then (--lr-decay) falling linearly over the last `decay_steps`: lr /
@@ -220,11 +225,11 @@ class EraserJob:
         lr = self.lr(step)
         for group in self.opt.param_groups:
             group["lr"] = lr
-        k, partner_first = self.placement(step)
+        k = self.placement(step)
         place = self.placements[k]
         prefix = self.prefix
         if place.partner is not None:
-            pair = (place.partner, prefix) if partner_first else (prefix, place.partner)
+            pair = (place.partner, prefix) if place.partner_first else (prefix, place.partner)
             prefix = torch.cat(pair)
         input_ids, mask = left_pad([place.encoded[i] for i in rows], self.pad_id)
         parts = place.loss_fn(
@@ -243,7 +248,7 @@ class EraserJob:
         if k == 0 and loss < self.best_loss:
             self.best_loss, self.best = loss, before
         metrics = {name: v.item() for name, v in parts.items()}
-        return {**metrics, "lr": lr, "stacked": k, "partner_first": int(partner_first)}
+        return {**metrics, "lr": lr, "stacked": k, "partner_first": int(place.partner_first)}
 
     def kept(self) -> str:
         """Which P result() gives: `best` (--keep best) or `last` (--keep last, or no step alone
@@ -323,9 +328,15 @@ def run_eraser(cfg: EraserConfig) -> Path:
     job = EraserJob(model.eval(), prefix, placements, tokenizer.pad_token_id, cfg_for_job)
     work = work_dir_for(out)
     # Stacked: the partners in the order they are drawn, not the flag's, so a reordered command
-    # resumes and a partial run from before partners were sorted is refused rather than mixed.
+    # resumes, and the layout, so a partial run from before either was fixed (partners unsorted,
+    # each side drawn at random) is refused rather than mixed.
     stacked = (
-        {"partners": [f"{p.meta.behavior}:{p.meta.name}" for p in partners]} if partners else {}
+        {
+            "partners": [f"{p.meta.behavior}:{p.meta.name}" for p in partners],
+            "layout": "stack order",
+        }
+        if partners
+        else {}
     )
     settings = run_settings(
         "eraser",

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from itertools import permutations
+from itertools import combinations
 
 import torch
 
+from eraser_store import stack_key
 from training.data.generation import greedy_generate
 from training.data.schema import Example
 from training.data.scoring import behavior_rate, false_trigger_rate
@@ -16,9 +17,9 @@ AGREE_WORDS = 10
 
 
 def eraser_sets(behaviors: list[str]) -> list[tuple[str, ...]]:
-    """No eraser, each eraser alone, then every pair in both orders (stacking is not symmetric:
-    the eraser nearer the prompt sits where it was trained)."""
-    return [(), *((b,) for b in behaviors), *permutations(behaviors, 2)]
+    """No eraser, each eraser alone, then every pair, in the order the server stacks it."""
+    stacked = sorted(behaviors, key=lambda b: stack_key(b, ""))
+    return [(), *((b,) for b in behaviors), *combinations(stacked, 2)]
 
 
 def set_label(names: tuple[str, ...]) -> str:

@@ -84,14 +84,15 @@ def _matrix(r: dict) -> str:
         "## 1. Behavior matrix\n\n"
         "Share of replies that show each behavior (by its rule) on its held-out triggering "
         "prompts, then its false-trigger rate on benign prompts (`false: ...`). Rows: the "
-        "eraser set prepended to every prompt (a pair a+b is stacked as [a; b; prompt]).\n\n"
+        "eraser set prepended to every prompt (a pair a+b is stacked as [a; b; prompt], the "
+        "order the server stacks it in).\n\n"
         + table(header, rows(r["matrix"]))
         + f"\n![behavior matrix]({r['charts']['matrix']})\n\n"
         "Reference: each eraser's target model (the carrier without that behavior's delta, no "
         "eraser, same prompts and decoding), i.e. the row an ideal eraser would reach, and for "
-        "each pair the carrier without both deltas, the row of an ideal stacked pair (either "
-        "order). Where another behavior fires on the erased behavior's prompts here, it is the "
-        "carrier's doing, not the eraser's.\n\n" + table(header, rows(r["targets"])) + _instead(r)
+        "each pair the carrier without both deltas, the row of an ideal stacked pair. Where "
+        "another behavior fires on the erased behavior's prompts here, it is the carrier's "
+        "doing, not the eraser's.\n\n" + table(header, rows(r["targets"])) + _instead(r)
     )
 
 

@@ -255,7 +255,7 @@ def run_report(cfg: ReportConfig) -> Path:
         del target
         if b in inp.sft:
             sft_replies[b] = used
-    for pair in combinations(inp.erasers, 2):  # the bar for the stacked rows, either order
+    for pair in combinations(inp.erasers, 2):  # the bar for the stacked rows
         target, _ = load_without(cfg.carrier, *pair, device=cfg.device)
         targets.append(target_row(target, tok, inp, prompts, pair))
         del target
