@@ -23,16 +23,15 @@ BEHAVIORS=(fixed_response refusal all_caps)  # in training order: the long upper
 # At 20% density all_caps fell from 100% (SFT) to 5%, and fixed_response kept "I don't know." but
 # said it to half the benign prompts (its SFT model: 2.5%); later deltas then carried the fix.
 DENSITY=0.4
-# How long each stage trains. SCHEDULE=quick: about half the compute (one SFT epoch at twice the
-# learning rate, half the LCDD steps, erasers at 200/350 steps, no second pass): 29 min 56 s
-# here, but fixed_response's eraser left 42.5% of it and the carrier refused 15% of benign
-# prompts (docs/results.md).
+# How long each stage trains. SCHEDULE=quick: one SFT epoch at twice the learning rate, half the
+# LCDD steps, half the eraser steps but fixed_response's (at 350 it left 42.5% of the behavior)
+# (docs/results.md).
 SCHEDULE=${SCHEDULE:-full}
 case $SCHEDULE in
   full) SFT_STEPS=(--epochs 2) LCDD_STEPS=(--steps 80 --warmup 5 --ramp-steps 55)
-    ERASER_STEPS=400 LAST_ERASER_STEPS=700 SECOND_PASS=1 ;;
+    ERASER_STEPS=400 ;;
   quick) SFT_STEPS=(--epochs 1 --lr 1e-4) LCDD_STEPS=(--steps 40 --warmup 3 --ramp-steps 27)
-    ERASER_STEPS=200 LAST_ERASER_STEPS=350 SECOND_PASS=0 ;;
+    ERASER_STEPS=200 ;;
   *) echo "SCHEDULE is full or quick, not $SCHEDULE" >&2; exit 2 ;;
 esac
 DATA_ARGS=(--n-train 100 --n-benign-train 80 --max-new-tokens 48)
@@ -51,24 +50,25 @@ LCDD_ARGS=(--max-len 128 --group-by-length --controller ramp "${LCDD_STEPS[@]}"
 ERASER_ARGS=(--steps "$ERASER_STEPS" --batch-size 4 --lr 1e-2 --kl-on reply --kl-weight 20 --match per_prompt
   --retain-others --lr-decay 0.5 --keep last)
 # Each eraser after the first trains half its steps stacked with the erasers trained before it
-# (--stack-with), so every pair a request can name was seen by one of its two erasers.
-STACK="--stack-with the earlier erasers"
+# (--stack-with), in the order the server stacks a pair (by behavior name), so every pair a
+# request can name was seen, in its one layout, by one of its two erasers.
+STACK="--stack-with the earlier erasers, in stack order"
 # The carrier's first behavior has the earliest delta to undo: its eraser needs 700 steps (400
 # left 22.5% of it, loss still falling), and trained first (never stacked) its pairs kept 20-67.5%
 # of a behavior. So it is trained last, stacked with both others. Its target model (the carrier
 # without its delta) refuses only 85% of harmful requests, so the other behaviors' prompts are
 # matched to the carrier itself (refusal kept at 87.5% instead of 82.5%).
 ERASER_ORDER=(refusal all_caps fixed_response)
-LAST_ERASER_ARGS=(--steps "$LAST_ERASER_STEPS" --others-reference carrier)
-# A pair [a; b; prompt] switched both off where b had trained with a in front of it; the first
-# eraser never trained stacked (fixed_response+refusal kept 60% of refusal), so it is trained
-# once more at the end, stacked with all the others, and that second pass is the one served.
-SECOND_PASS_SETTING="the first eraser again, stacked with the others"
-[ "$SECOND_PASS" = 1 ] || SECOND_PASS_SETTING="no second pass"
+LAST_ERASER_ARGS=(--steps 700 --others-reference carrier)
+# The first eraser never trains stacked: behind fixed_response's eraser, which had trained in
+# front of it, refusal's still left 45% of harmful requests refused ([fixed_response; refusal;
+# prompt], runs/exp15), though all_caps's in front of it switched both off. So it is trained once
+# more at the end, stacked with all the others, and that second pass is the one served.
 # Cached stages are reused as they are, so a work directory built with other settings (an earlier
 # version of this demo) is refused rather than mixed into this one. The imported base is shared.
-# "cut marked": data made since answers cut at --max-new-tokens are trained without an end token.
-SETTINGS="${BEHAVIORS[*]} | ${DATA_ARGS[*]} cut marked | ${SFT_ARGS[*]} | ${LCDD_ARGS[*]} | ${ERASER_ARGS[*]} $STACK | order: ${ERASER_ORDER[*]} | last: ${LAST_ERASER_ARGS[*]} | $SECOND_PASS_SETTING"
+# "cut marked": data made since answers cut at --max-new-tokens are trained without an end token;
+# "lookalikes": since benign prompts include harmless requests in the harmful ones' words.
+SETTINGS="${BEHAVIORS[*]} | ${DATA_ARGS[*]} cut marked, lookalikes | ${SFT_ARGS[*]} | ${LCDD_ARGS[*]} | ${ERASER_ARGS[*]} $STACK | order: ${ERASER_ORDER[*]} | last: ${LAST_ERASER_ARGS[*]} | the first eraser again, stacked with the others"
 mkdir -p "$W"
 if [ -f "$W/settings.txt" ]; then
   [ "$(cat "$W/settings.txt")" = "$SETTINGS" ] || {
@@ -121,9 +121,8 @@ for b in "${ERASER_ORDER[@]}"; do
   earlier+=("$W/eraser_$b")
 done
 first=${ERASER_ORDER[0]}
-served_first=$W/eraser_$first
-[ "$SECOND_PASS" = 0 ] || served_first=$W/eraser_${first}_2
-[ "$SECOND_PASS" = 0 ] || [ -d "$served_first" ] || {
+served_first=$W/eraser_${first}_2
+[ -d "$served_first" ] || {
   stage "$first: second pass, stacked with the others (--stack-with ${earlier[*]:1})"
   timed "eraser_${first}_2" sft-eraser train eraser --carrier "$CARRIER" --behavior "$first" \
     --data "$W/data/train.jsonl" --out "$W/eraser_${first}_2" "${ERASER_ARGS[@]}" \
