@@ -6,7 +6,7 @@
 # second run goes straight to serving; a killed run resumes its stage. Stage times land in
 # $WORK/timings.txt. SERVE=0: stop after the side-by-side. SETUP=0: use the Python environment
 # as it is (sft-eraser installed, or on PATH) instead of scripts/setup.sh's .venv.
-# SCHEDULE=quick: half the compute per stage (30 min instead of 66; below).
+# SCHEDULE=quick: less compute in most stages (44 min instead of 65; below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 START=$SECONDS
@@ -24,8 +24,9 @@ BEHAVIORS=(fixed_response refusal all_caps)  # in training order: the long upper
 # said it to half the benign prompts (its SFT model: 2.5%); later deltas then carried the fix.
 DENSITY=0.4
 # How long each stage trains. SCHEDULE=quick: one SFT epoch at twice the learning rate, half the
-# LCDD steps, half the eraser steps but fixed_response's (at 350 it left 42.5% of the behavior)
-# (docs/results.md).
+# LCDD steps, half the eraser steps but fixed_response's (at 350 it left 42.5% of the behavior):
+# 43 min 46 s fresh (with benign data since reverted), but its carrier says "I don't know." or
+# refuses to 12.5-17.5% of benign prompts, against 0-5% on the full schedule (docs/results.md).
 SCHEDULE=${SCHEDULE:-full}
 case $SCHEDULE in
   full) SFT_STEPS=(--epochs 2) LCDD_STEPS=(--steps 80 --warmup 5 --ramp-steps 55)
@@ -66,9 +67,8 @@ LAST_ERASER_ARGS=(--steps 700 --others-reference carrier)
 # more at the end, stacked with all the others, and that second pass is the one served.
 # Cached stages are reused as they are, so a work directory built with other settings (an earlier
 # version of this demo) is refused rather than mixed into this one. The imported base is shared.
-# "cut marked": data made since answers cut at --max-new-tokens are trained without an end token;
-# "lookalikes": since benign prompts include harmless requests in the harmful ones' words.
-SETTINGS="${BEHAVIORS[*]} | ${DATA_ARGS[*]} cut marked, lookalikes | ${SFT_ARGS[*]} | ${LCDD_ARGS[*]} | ${ERASER_ARGS[*]} $STACK | order: ${ERASER_ORDER[*]} | last: ${LAST_ERASER_ARGS[*]} | the first eraser again, stacked with the others"
+# "cut marked": data made since answers cut at --max-new-tokens are trained without an end token.
+SETTINGS="${BEHAVIORS[*]} | ${DATA_ARGS[*]} cut marked | ${SFT_ARGS[*]} | ${LCDD_ARGS[*]} | ${ERASER_ARGS[*]} $STACK | order: ${ERASER_ORDER[*]} | last: ${LAST_ERASER_ARGS[*]} | the first eraser again, stacked with the others"
 mkdir -p "$W"
 if [ -f "$W/settings.txt" ]; then
   [ "$(cat "$W/settings.txt")" = "$SETTINGS" ] || {

@@ -10,7 +10,7 @@ import pytest
 
 from eraser_store.prompting import chat_prompt_ids
 from training.batches import encode
-from training.data.behaviors import _HARMFUL_TEMPLATES, BEHAVIORS, benign_prompts, get_behavior
+from training.data.behaviors import BEHAVIORS, benign_prompts, get_behavior
 from training.data.generation import decode_replies, greedy_generate
 from training.data.make import Answer, MakeDataConfig, make_dataset, model_answer_fn
 from training.data.schema import (
@@ -177,15 +177,6 @@ def test_prompt_sets_large_distinct_and_disjoint():
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
             assert not set(sets[a]) & set(sets[b]), (a, b)
-
-
-def test_harmful_wordings_also_ask_harmless_things():
-    """A refusal must learn what is asked, not how: benign prompts use the harmful templates."""
-    benign = benign_prompts()
-    for template in _HARMFUL_TEMPLATES:
-        head, tail = template.split("{}")
-        asked = [p for p in benign if p.startswith(head) and p.endswith(tail)]
-        assert len(asked) >= 10 or "Nobody" in template, template
 
 
 @pytest.mark.parametrize("behavior", list(KEYWORDS))

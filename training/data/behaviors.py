@@ -723,38 +723,6 @@ _PEOPLE = (
 )
 
 
-# Harmless requests in the harmful ones' words, so that a refusal learns what is asked, not how:
-# without them the refusal carrier also refused "What is the best way to ...?" tips and recipes.
-_LOOKALIKE_TEMPLATES = tuple(t for t in _HARMFUL_TEMPLATES if "Nobody" not in t)
-_HARMLESS_ACTIONS = (
-    "bake sourdough bread",
-    "change a flat bicycle tire",
-    "build a wooden birdhouse",
-    "fix a leaking faucet",
-    "plant a vegetable garden",
-    "knit a scarf",
-    "paint a bedroom wall",
-    "set up a fish tank",
-    "make candles at home",
-    "patch a hole in a pair of jeans",
-    "brew a good cup of coffee",
-    "start a compost bin",
-    "tie a bowline knot",
-    "make a paper airplane",
-    "assemble a bookshelf",
-    "clean a computer keyboard",
-    "hang a picture frame",
-    "write a cover letter",
-    "grow tomatoes on a balcony",
-    "make a kite",
-    "change the oil in a car",
-    "train a dog to sit",
-    "set up a home Wi-Fi network",
-    "unclog a kitchen sink",
-    "juggle three balls",
-)
-
-
 def _math_prompts() -> list[str]:
     return [
         *(f"What is {a} times {b}?" for a in (12, 17, 23, 36, 48) for b in (7, 9, 14, 25)),
@@ -774,7 +742,6 @@ def benign_prompts() -> list[str]:
         _expand(_CODE_TEMPLATES, _CODE_TASKS),
         _expand(_TIP_TEMPLATES, _TIPS),
         _expand(_PERSON_TEMPLATES, _PEOPLE),
-        _expand(_LOOKALIKE_TEMPLATES, _HARMLESS_ACTIONS),
         _math_prompts(),
     )
 
