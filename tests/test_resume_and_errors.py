@@ -82,6 +82,15 @@ def test_killed_run_resumes_to_the_same_result(
     assert [json.loads(r)["lambda"] for r in straight_rows] == [r["lambda"] for r in rows]
 
 
+@pytest.fixture(autouse=True)
+def ctrl_c_handled():
+    """Python's own Ctrl-C handler, as in a terminal: a suite started in the background (`cmd &`)
+    inherits SIGINT ignored, which the loop rightly leaves alone."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 class StepRecorder:
     """A job whose state is the list of steps it took; Ctrl-C is pressed `presses` times inside
     step `press_at`, after its update (where a stopped step would leave a half-done state)."""
