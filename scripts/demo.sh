@@ -67,14 +67,24 @@ LAST_ERASER_ARGS=(--steps 700 --others-reference carrier)
 # more at the end, stacked with all the others, and that second pass is the one served.
 # Cached stages are reused as they are, so a work directory built with other settings (an earlier
 # version of this demo) is refused rather than mixed into this one. The imported base is shared.
+# Where only the eraser settings changed, its carriers are kept once its erasers are removed.
 # "cut marked": data made since answers cut at --max-new-tokens are trained without an end token.
-SETTINGS="${BEHAVIORS[*]} | ${DATA_ARGS[*]} cut marked | ${SFT_ARGS[*]} | ${LCDD_ARGS[*]} | ${ERASER_ARGS[*]} $STACK | order: ${ERASER_ORDER[*]} | last: ${LAST_ERASER_ARGS[*]} | the first eraser again, stacked with the others"
+CARRIER_SETTINGS="${BEHAVIORS[*]} | ${DATA_ARGS[*]} cut marked | ${SFT_ARGS[*]} | ${LCDD_ARGS[*]}"
+SETTINGS="$CARRIER_SETTINGS | ${ERASER_ARGS[*]} $STACK | order: ${ERASER_ORDER[*]} | last: ${LAST_ERASER_ARGS[*]} | the first eraser again, stacked with the others"
 mkdir -p "$W"
 if [ -f "$W/settings.txt" ]; then
-  [ "$(cat "$W/settings.txt")" = "$SETTINGS" ] || {
-    echo "$W was built with other settings ($(cat "$W/settings.txt")); pass WORK=<new dir>" >&2
+  built=$(cat "$W/settings.txt")
+  if [ "$built" != "$SETTINGS" ] && [[ "$built" == "$CARRIER_SETTINGS | "* ]]; then
+    [ -z "$(ls -d "$W"/eraser_* "$W"/.eraser_* "$W"/store 2>/dev/null)" ] || {
+      echo "$W holds erasers trained with other settings (${built#"$CARRIER_SETTINGS | "});" \
+        "its carriers fit these: rm -rf $W/eraser_* $W/.eraser_* $W/store to train only the" \
+        "erasers again, or pass WORK=<new dir>" >&2
+      exit 2
+    }
+  elif [ "$built" != "$SETTINGS" ]; then
+    echo "$W was built with other settings ($built); pass WORK=<new dir>" >&2
     exit 2
-  }
+  fi
 elif [ -n "$(ls -d "$W"/data "$W"/sft_* "$W"/eraser_* 2>/dev/null)" ]; then
   echo "$W holds stages of an earlier version of this demo; pass WORK=<new dir>" >&2
   exit 2

@@ -43,7 +43,7 @@ class SamplingFields(BaseModel):
     model: str
     erasers: list[str] = Field(
         default_factory=list,
-        description="NAME or NAME@VERSION; stacked by behavior, then name, in any order given",
+        description="NAME or NAME@VERSION; stacked by behavior, name, version (any order given)",
     )
     max_tokens: int | None = Field(None, ge=1)
     temperature: float = Field(1.0, ge=0.0, le=2.0)

@@ -150,7 +150,7 @@ def demo_flag_arrays(schedule: str) -> dict[str, list[str]]:
     """The stage flags `scripts/demo.sh` passes under SCHEDULE=`schedule`, read by bash from the
     script itself."""
     text = (Path(__file__).parents[1] / "scripts" / "demo.sh").read_text()
-    settings = text[text.index("BEHAVIORS=(") : text.index("SETTINGS=")]
+    settings = text[text.index("BEHAVIORS=(") : text.index("CARRIER_SETTINGS=")]
     names = ("DATA_ARGS", "SFT_ARGS", "LCDD_ARGS", "ERASER_ARGS", "LAST_ERASER_ARGS")
     show = "".join(f'printf "%s\\0" {n} "${{{n}[@]}}" ""; ' for n in names)
     out = subprocess.run(
@@ -188,6 +188,44 @@ def test_the_demo_flags_are_valid_settings(schedule):
         dataclass_from_args(config, build_parser().parse_args(command + arrays[name]))
     data = ["data", "make", "--model", "m", "--out", "o", "--behaviors", "x"]
     build_parser().parse_args(data + arrays["DATA_ARGS"])
+
+
+def run_demo_until_first_stage(work: Path, tmp_path: Path) -> subprocess.CompletedProcess:
+    """scripts/demo.sh with a stand-in `sft-eraser` that fails (exit 3) wherever a stage starts."""
+    stub = tmp_path / "bin" / "sft-eraser"
+    stub.parent.mkdir(exist_ok=True)
+    stub.write_text("#!/bin/sh\nexit 3\n")
+    stub.chmod(0o755)
+    script = Path(__file__).parents[1] / "scripts" / "demo.sh"
+    env = {
+        **os.environ,
+        "WORK": str(work),
+        "SETUP": "0",
+        "PATH": f"{stub.parent}:{os.environ['PATH']}",
+    }
+    return subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env)
+
+
+def test_the_demo_keeps_carriers_whose_erasers_had_other_settings(tmp_path):
+    work = tmp_path / "demo"
+    first = run_demo_until_first_stage(work, tmp_path)  # a fresh directory: writes its settings
+    assert first.returncode == 3, first.stderr
+    settings = (work / "settings.txt").read_text().strip()
+    carriers, erasers = settings.split(" | --steps", 1)
+
+    (work / "eraser_refusal").mkdir()
+    (work / "settings.txt").write_text(f"{carriers} | older eraser settings\n")
+    refused = run_demo_until_first_stage(work, tmp_path)
+    assert refused.returncode == 2 and "older eraser settings" in refused.stderr
+    assert f"rm -rf {work}/eraser_*" in refused.stderr
+    (work / "eraser_refusal").rmdir()
+    kept = run_demo_until_first_stage(work, tmp_path)
+    assert kept.returncode == 3, kept.stderr
+    assert (work / "settings.txt").read_text().strip() == settings
+
+    (work / "settings.txt").write_text(f"other data | {erasers}\n")
+    other = run_demo_until_first_stage(work, tmp_path)
+    assert other.returncode == 2 and "built with other settings" in other.stderr
 
 
 def test_stack_with_takes_several_eraser_dirs():

@@ -77,6 +77,7 @@ def test_a_stacked_step_puts_each_partner_on_its_side_of_the_stack(tmp_path):
     assert all(loss.prefixes for loss in losses)
     # the partners are frozen; only the eraser's own rows move
     assert torch.equal(places[1].partner, torch.full((2, 3), 7.0))
+    assert torch.equal(places[2].partner, torch.full((1, 3), -7.0))
     assert job.best_loss < float("inf") and torch.equal(job.result(), job.best)
 
 

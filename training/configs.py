@@ -241,8 +241,9 @@ class EraserConfig:
     target model has lost some of that behavior)."""
     stack_with: tuple[Path, ...] = ()
     """Eraser directories of other behaviors of this carrier (kept frozen): on --stack-prob of the
-    steps the eraser is trained stacked with one of them, in front of it or behind it, against the
-    carrier without both behaviors, so the pair switches both off when a request names the two.
+    steps the eraser is trained stacked with one of them, on the side the server stacks the pair
+    (`eraser_store.stack_key`: by behavior name), against the carrier without both behaviors, so
+    the pair switches both off when a request names the two.
     One per behavior; their order does not matter (drawn in behavior order)."""
     stack_prob: float = 0.5
     """Share of the steps trained stacked with a --stack-with eraser (one drawn per step)."""

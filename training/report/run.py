@@ -7,7 +7,6 @@ import json
 import sys
 import time
 from datetime import UTC, datetime
-from itertools import combinations
 from pathlib import Path
 
 from training.carrier import load_without
@@ -255,7 +254,8 @@ def run_report(cfg: ReportConfig) -> Path:
         del target
         if b in inp.sft:
             sft_replies[b] = used
-    for pair in combinations(inp.erasers, 2):  # the bar for the stacked rows
+    pairs = [s for s in bh.eraser_sets(list(inp.erasers)) if len(s) == 2]
+    for pair in pairs:  # the bar for the stacked rows, labelled as they are
         target, _ = load_without(cfg.carrier, *pair, device=cfg.device)
         targets.append(target_row(target, tok, inp, prompts, pair))
         del target
