@@ -74,15 +74,15 @@ SETTINGS="$CARRIER_SETTINGS | ${ERASER_ARGS[*]} $STACK | order: ${ERASER_ORDER[*
 mkdir -p "$W"
 if [ -f "$W/settings.txt" ]; then
   built=$(cat "$W/settings.txt")
-  if [ "$built" != "$SETTINGS" ] && [[ "$built" == "$CARRIER_SETTINGS | "* ]]; then
-    [ -z "$(ls -d "$W"/eraser_* "$W"/.eraser_* "$W"/store 2>/dev/null)" ] || {
-      echo "$W holds erasers trained with other settings (${built#"$CARRIER_SETTINGS | "});" \
-        "its carriers fit these: rm -rf $W/eraser_* $W/.eraser_* $W/store to train only the" \
-        "erasers again, or pass WORK=<new dir>" >&2
-      exit 2
-    }
-  elif [ "$built" != "$SETTINGS" ]; then
+  if [ "$built" = "$SETTINGS" ]; then
+    :
+  elif [[ "$built" != "$CARRIER_SETTINGS | "* ]]; then
     echo "$W was built with other settings ($built); pass WORK=<new dir>" >&2
+    exit 2
+  elif [ -n "$(ls -d "$W"/eraser_* "$W"/.eraser_* "$W"/store 2>/dev/null)" ]; then
+    echo "$W holds erasers trained with other settings (${built#"$CARRIER_SETTINGS | "});" \
+      "its carriers fit these: rm -rf $W/eraser_* $W/.eraser_* $W/store to train only the" \
+      "erasers again, or pass WORK=<new dir>" >&2
     exit 2
   fi
 elif [ -n "$(ls -d "$W"/data "$W"/sft_* "$W"/eraser_* 2>/dev/null)" ]; then
