@@ -30,9 +30,9 @@ DENSITY=0.4
 SCHEDULE=${SCHEDULE:-full}
 case $SCHEDULE in
   full) SFT_STEPS=(--epochs 2) LCDD_STEPS=(--steps 80 --warmup 5 --ramp-steps 55)
-    ERASER_STEPS=400 ;;
+    ERASER_STEPS=400 SECOND_PASS_STEPS=200 ;;
   quick) SFT_STEPS=(--epochs 1 --lr 1e-4) LCDD_STEPS=(--steps 40 --warmup 3 --ramp-steps 27)
-    ERASER_STEPS=200 ;;
+    ERASER_STEPS=200 SECOND_PASS_STEPS=100 ;;
   *) echo "SCHEDULE is full or quick, not $SCHEDULE" >&2; exit 2 ;;
 esac
 DATA_ARGS=(--n-train 100 --n-benign-train 80 --max-new-tokens 48)
@@ -64,13 +64,17 @@ LAST_ERASER_ARGS=(--steps 700 --others-reference carrier)
 # The first eraser never trains stacked: behind fixed_response's eraser, which had trained in
 # front of it, refusal's still left 45% of harmful requests refused ([fixed_response; refusal;
 # prompt], runs/exp15), though all_caps's in front of it switched both off. So it is trained once
-# more at the end, stacked with all the others, and that second pass is the one served.
+# more at the end, stacked with all the others, and that second pass is the one served. Started
+# from the first pass (--init-from), half the steps do as well as a pass from random tokens: that
+# pair left 5% refused on the quick carriers (from random tokens, twice the steps: 7.5%) and 27.5%
+# on the full ones (25-30%); runs/exp16.
+SECOND_PASS_ARGS=(--steps "$SECOND_PASS_STEPS")
 # Cached stages are reused as they are, so a work directory built with other settings (an earlier
 # version of this demo) is refused rather than mixed into this one. The imported base is shared.
 # Where only the eraser settings changed, its carriers are kept once its erasers are removed.
 # "cut marked": data made since answers cut at --max-new-tokens are trained without an end token.
 CARRIER_SETTINGS="${BEHAVIORS[*]} | ${DATA_ARGS[*]} cut marked | ${SFT_ARGS[*]} | ${LCDD_ARGS[*]}"
-SETTINGS="$CARRIER_SETTINGS | ${ERASER_ARGS[*]} $STACK | order: ${ERASER_ORDER[*]} | last: ${LAST_ERASER_ARGS[*]} | the first eraser again, stacked with the others"
+SETTINGS="$CARRIER_SETTINGS | ${ERASER_ARGS[*]} $STACK | order: ${ERASER_ORDER[*]} | last: ${LAST_ERASER_ARGS[*]} | the first eraser again, stacked with the others, from its first pass: ${SECOND_PASS_ARGS[*]}"
 mkdir -p "$W"
 if [ -f "$W/settings.txt" ]; then
   built=$(cat "$W/settings.txt")
@@ -136,7 +140,7 @@ served_first=$W/eraser_${first}_2
   stage "$first: second pass, stacked with the others (--stack-with ${earlier[*]:1})"
   timed "eraser_${first}_2" sft-eraser train eraser --carrier "$CARRIER" --behavior "$first" \
     --data "$W/data/train.jsonl" --out "$W/eraser_${first}_2" "${ERASER_ARGS[@]}" \
-    --stack-with "${earlier[@]:1}"
+    "${SECOND_PASS_ARGS[@]}" --init-from "$W/eraser_$first" --stack-with "${earlier[@]:1}"
 }
 for b in "${ERASER_ORDER[@]}"; do
   dir=$W/eraser_$b

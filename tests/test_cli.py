@@ -151,7 +151,14 @@ def demo_flag_arrays(schedule: str) -> dict[str, list[str]]:
     script itself."""
     text = (Path(__file__).parents[1] / "scripts" / "demo.sh").read_text()
     settings = text[text.index("BEHAVIORS=(") : text.index("CARRIER_SETTINGS=")]
-    names = ("DATA_ARGS", "SFT_ARGS", "LCDD_ARGS", "ERASER_ARGS", "LAST_ERASER_ARGS")
+    names = (
+        "DATA_ARGS",
+        "SFT_ARGS",
+        "LCDD_ARGS",
+        "ERASER_ARGS",
+        "LAST_ERASER_ARGS",
+        "SECOND_PASS_ARGS",
+    )
     show = "".join(f'printf "%s\\0" {n} "${{{n}[@]}}" ""; ' for n in names)
     out = subprocess.run(
         ["bash", "-c", settings + show],
@@ -183,7 +190,14 @@ def test_the_demo_flags_are_valid_settings(schedule):
         "ERASER_ARGS": (["train", "eraser", "--carrier", "c", *need], EraserConfig),
     }
     arrays["LAST_ERASER_ARGS"] = arrays["ERASER_ARGS"] + arrays["LAST_ERASER_ARGS"]
-    commands["LAST_ERASER_ARGS"] = commands["ERASER_ARGS"]
+    arrays["SECOND_PASS_ARGS"] = [
+        *arrays["ERASER_ARGS"],
+        *arrays["SECOND_PASS_ARGS"],
+        "--init-from",
+        "e",
+    ]
+    for name in ("LAST_ERASER_ARGS", "SECOND_PASS_ARGS"):
+        commands[name] = commands["ERASER_ARGS"]
     for name, (command, config) in commands.items():
         dataclass_from_args(config, build_parser().parse_args(command + arrays[name]))
     data = ["data", "make", "--model", "m", "--out", "o", "--behaviors", "x"]

@@ -159,3 +159,32 @@ def test_a_stacked_run_saved_before_partners_were_ordered_is_not_resumed(
         run_eraser(cfg)
     settings_file.write_text(json.dumps(saved, sort_keys=True))
     assert read_eraser(run_eraser(cfg)).meta.training["stacked_with"] == ["erase-refusal"]
+
+
+def test_a_second_pass_starts_from_the_first_and_refuses_another_start(
+    two_behavior_carrier, tmp_path
+):
+    run = two_behavior_carrier
+    first = random_eraser(tmp_path / "first", run.carrier_b, behavior="fixed_response")
+    start = read_eraser(first).embeddings
+    # lr 0: the written P is the starting one
+    frozen = dict(num_tokens=3, steps=1, lr=0.0, keep="last", max_norm=1e9)
+    again = run_eraser(stack_cfg(run, tmp_path / "again", init_from=first, **frozen))
+    assert torch.equal(read_eraser(again).embeddings, start)
+    fresh = run_eraser(stack_cfg(run, tmp_path / "fresh", **frozen))
+    assert not torch.equal(read_eraser(fresh).embeddings, start)
+
+    cases = {
+        "another carrier": (
+            random_eraser(tmp_path / "a", run.carrier_b, "fixed_response", "0" * 64),
+            3,
+        ),
+        "erases refusal": (random_eraser(tmp_path / "b", run.carrier_b), 3),
+        "has 3 tokens; pass --num-tokens 3": (first, 4),
+    }
+    for message, (eraser, n) in cases.items():
+        with pytest.raises(ModelDirError, match=message):
+            run_eraser(stack_cfg(run, tmp_path / "out", init_from=eraser, num_tokens=n))
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ConfigError, match="--init-from"):
+        stack_cfg(run, tmp_path / "out", init_from=first, ablation="kl_only")

@@ -245,6 +245,10 @@ class EraserConfig:
     (`eraser_store.stack_key`: by behavior name), against the carrier without both behaviors, so
     the pair switches both off when a request names the two.
     One per behavior; their order does not matter (drawn in behavior order)."""
+    init_from: Path | None = None
+    """An eraser of this behavior on this carrier, of --num-tokens rows, to start P from instead of
+    random token embeddings: a second pass stacked with later erasers continues where the first
+    stopped rather than starting over."""
     stack_prob: float = 0.5
     """Share of the steps trained stacked with a --stack-with eraser (one drawn per step)."""
     grad_clip: float = 1.0
@@ -304,6 +308,10 @@ class EraserConfig:
         _require(self.max_prompts >= 2, f"--max-prompts must be >= 2, got {self.max_prompts}")
         _require(
             0 <= self.stack_prob <= 1, f"--stack-prob must be in [0, 1], got {self.stack_prob}"
+        )
+        _require(
+            self.init_from is None or self.ablation == "none",
+            "--init-from continues a carrier eraser; it does not go with an --ablation",
         )
         _require(
             not self.stack_with or self.ablation == "none",

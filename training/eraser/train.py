@@ -182,6 +182,25 @@ def stack_partner(path: Path, manifest, behavior: str, fingerprint: str, hidden:
     return partner
 
 
+def start_from(path: Path, cfg: EraserConfig, fingerprint: str, hidden: int) -> torch.Tensor:
+    """An --init-from eraser's embeddings, checked: this behavior's, trained on this carrier, of
+    --num-tokens rows."""
+    eraser, behavior = read_eraser(path), cfg.behavior
+    meta = eraser.meta
+    if meta.carrier_fingerprint != fingerprint:
+        raise ModelDirError(f"--init-from {path} was trained on another carrier")
+    if meta.behavior != behavior:
+        raise ModelDirError(f"--init-from {path} erases {meta.behavior}, not {behavior}")
+    if eraser.embeddings.shape[1] != hidden:
+        raise ModelDirError(f"--init-from {path} has hidden size {eraser.embeddings.shape[1]}")
+    if eraser.embeddings.shape[0] != cfg.num_tokens:
+        raise ModelDirError(
+            f"--init-from {path} has {eraser.embeddings.shape[0]} tokens; pass --num-tokens "
+            f"{eraser.embeddings.shape[0]}"
+        )
+    return eraser.embeddings
+
+
 def in_behavior_order(partners: list) -> list:
     """Stack partners sorted by behavior, so the partner drawn at a step does not depend on the
     order of --stack-with; one per behavior (a pair names each behavior once)."""
@@ -301,7 +320,11 @@ def run_eraser(cfg: EraserConfig) -> Path:
         channels = union_channels(b["eraser_channels"] for b in manifest["behaviors"])
     if cfg.ablation == "random_channels":
         channels = random_channels_like(channels, hidden, cfg.seed)
-    # Partners are checked before any target model is built, so a wrong one fails at once.
+    # Partners and the starting P are checked before any target model is built, so a wrong one
+    # fails at once.
+    init = None
+    if cfg.init_from is not None:
+        init = start_from(cfg.init_from, cfg, fingerprint, hidden)
     partners = in_behavior_order(
         [
             stack_partner(path, manifest, cfg.behavior, fingerprint, hidden)
@@ -321,9 +344,12 @@ def run_eraser(cfg: EraserConfig) -> Path:
 
     embeddings = model.get_input_embeddings().weight.detach()
     max_norm = cfg.max_norm or float(embeddings.float().norm(dim=-1).median())
-    gen = torch.Generator().manual_seed(cfg.seed)
-    init_ids = torch.randint(0, embeddings.shape[0], (cfg.num_tokens,), generator=gen)
-    prefix = embeddings[init_ids.to(embeddings.device)].float().clone()
+    if init is None:
+        gen = torch.Generator().manual_seed(cfg.seed)
+        init_ids = torch.randint(0, embeddings.shape[0], (cfg.num_tokens,), generator=gen)
+        prefix = embeddings[init_ids.to(embeddings.device)].float().clone()
+    else:
+        prefix = init.to(embeddings.device, torch.float32).clone()
     cfg_for_job = dataclasses.replace(cfg, max_norm=max_norm)
     job = EraserJob(model.eval(), prefix, placements, tokenizer.pad_token_id, cfg_for_job)
     work = work_dir_for(out)
