@@ -168,36 +168,34 @@ def build_placement(
     return Placement(encoded, stats, loss_fn, embeddings, partner_first)
 
 
+def carrier_eraser(flag: str, path: Path, fingerprint: str, hidden: int):
+    """The eraser a flag names, checked: trained on this carrier, of its hidden size."""
+    eraser = read_eraser(path)
+    if eraser.meta.carrier_fingerprint != fingerprint:
+        raise ModelDirError(f"{flag} {path} was trained on another carrier")
+    if eraser.embeddings.shape[1] != hidden:
+        raise ModelDirError(f"{flag} {path} has hidden size {eraser.embeddings.shape[1]}")
+    return eraser
+
+
 def stack_partner(path: Path, manifest, behavior: str, fingerprint: str, hidden: int):
     """A --stack-with eraser, checked: trained on this carrier, for another behavior of it."""
-    partner = read_eraser(path)
-    meta = partner.meta
-    if meta.carrier_fingerprint != fingerprint:
-        raise ModelDirError(f"--stack-with {path} was trained on another carrier")
-    if meta.behavior == behavior:
+    partner = carrier_eraser("--stack-with", path, fingerprint, hidden)
+    if partner.meta.behavior == behavior:
         raise ModelDirError(f"--stack-with {path} erases {behavior} itself")
-    behavior_entry(manifest, meta.behavior)
-    if partner.embeddings.shape[1] != hidden:
-        raise ModelDirError(f"--stack-with {path} has hidden size {partner.embeddings.shape[1]}")
+    behavior_entry(manifest, partner.meta.behavior)
     return partner
 
 
 def start_from(path: Path, cfg: EraserConfig, fingerprint: str, hidden: int) -> torch.Tensor:
-    """An --init-from eraser's embeddings, checked: this behavior's, trained on this carrier, of
-    --num-tokens rows."""
-    eraser, behavior = read_eraser(path), cfg.behavior
-    meta = eraser.meta
-    if meta.carrier_fingerprint != fingerprint:
-        raise ModelDirError(f"--init-from {path} was trained on another carrier")
-    if meta.behavior != behavior:
-        raise ModelDirError(f"--init-from {path} erases {meta.behavior}, not {behavior}")
-    if eraser.embeddings.shape[1] != hidden:
-        raise ModelDirError(f"--init-from {path} has hidden size {eraser.embeddings.shape[1]}")
-    if eraser.embeddings.shape[0] != cfg.num_tokens:
-        raise ModelDirError(
-            f"--init-from {path} has {eraser.embeddings.shape[0]} tokens; pass --num-tokens "
-            f"{eraser.embeddings.shape[0]}"
-        )
+    """An --init-from eraser's embeddings, checked: trained on this carrier, for this behavior,
+    of --num-tokens rows."""
+    eraser = carrier_eraser("--init-from", path, fingerprint, hidden)
+    if eraser.meta.behavior != cfg.behavior:
+        raise ModelDirError(f"--init-from {path} erases {eraser.meta.behavior}, not {cfg.behavior}")
+    rows = eraser.embeddings.shape[0]
+    if rows != cfg.num_tokens:
+        raise ModelDirError(f"--init-from {path} has {rows} tokens; pass --num-tokens {rows}")
     return eraser.embeddings
 
 
@@ -322,9 +320,7 @@ def run_eraser(cfg: EraserConfig) -> Path:
         channels = random_channels_like(channels, hidden, cfg.seed)
     # Partners and the starting P are checked before any target model is built, so a wrong one
     # fails at once.
-    init = None
-    if cfg.init_from is not None:
-        init = start_from(cfg.init_from, cfg, fingerprint, hidden)
+    init = None if cfg.init_from is None else start_from(cfg.init_from, cfg, fingerprint, hidden)
     partners = in_behavior_order(
         [
             stack_partner(path, manifest, cfg.behavior, fingerprint, hidden)
