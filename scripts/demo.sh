@@ -6,7 +6,7 @@
 # second run goes straight to serving; a killed run resumes its stage. Stage times land in
 # $WORK/timings.txt. SERVE=0: stop after the side-by-side. SETUP=0: use the Python environment
 # as it is (sft-eraser installed, or on PATH) instead of scripts/setup.sh's .venv.
-# SCHEDULE=quick: less compute in most stages (44 min instead of 65; below).
+# SCHEDULE=quick: less compute in most stages (42 min instead of about 61; below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 START=$SECONDS
@@ -25,8 +25,8 @@ BEHAVIORS=(fixed_response refusal all_caps)  # in training order: the long upper
 DENSITY=0.4
 # How long each stage trains. SCHEDULE=quick: one SFT epoch at twice the learning rate, half the
 # LCDD steps, half the eraser steps but fixed_response's (at 350 it left 42.5% of the behavior):
-# 43 min 46 s fresh (with benign data since reverted), but its carrier says "I don't know." or
-# refuses to 12.5-17.5% of benign prompts, against 0-5% on the full schedule (docs/results.md).
+# 41 min 35 s fresh, but its carrier refuses 15% of benign prompts, against 5% on the full
+# schedule (docs/results.md).
 SCHEDULE=${SCHEDULE:-full}
 case $SCHEDULE in
   full) SFT_STEPS=(--epochs 2) LCDD_STEPS=(--steps 80 --warmup 5 --ramp-steps 55)
