@@ -65,9 +65,9 @@ LAST_ERASER_ARGS=(--steps 700 --others-reference carrier)
 # front of it, refusal's still left 45% of harmful requests refused ([fixed_response; refusal;
 # prompt], runs/exp15), though all_caps's in front of it switched both off. So it is trained once
 # more at the end, stacked with all the others, and that second pass is the one served. Started
-# from the first pass (--init-from), half the steps do as well as a pass from random tokens: that
-# pair left 5% refused on the quick carriers (from random tokens, twice the steps: 7.5%) and 27.5%
-# on the full ones (25-30%); runs/exp16.
+# from the first pass (--init-from), half the steps do as well as a pass from random tokens, within
+# a draw's spread: that pair left 5% and 32.5% refused on two sets of quick carriers (from random
+# tokens, twice the steps: 7.5% and 25%) and 27.5% on the full ones (25-30%); runs/exp16.
 SECOND_PASS_ARGS=(--steps "$SECOND_PASS_STEPS")
 # Cached stages are reused as they are, so a work directory built with other settings (an earlier
 # version of this demo) is refused rather than mixed into this one. The imported base is shared.
