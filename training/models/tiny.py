@@ -19,16 +19,9 @@ from transformers import (
 )
 
 from training.checkpoint_io import save_model_dir
+from training.models.chat_templates import CHATML_TEMPLATE, IM_END, IM_START
 
-IM_START, IM_END, PAD = "<|im_start|>", "<|im_end|>", "<|pad|>"
-
-# ChatML, the format of SmolLM2 and Qwen: the same template for tiny and real models.
-CHATML_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
+PAD = "<|pad|>"
 
 FAMILIES = ("llama", "qwen2", "qwen3", "mistral", "gpt2")
 
