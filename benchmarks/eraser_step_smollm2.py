@@ -1,8 +1,9 @@
-"""Eraser step time with the vocabulary projection on every position vs. only on the KL positions
-(`logits_to_keep`), interleaved in one process on a SmolLM2 carrier (reply KL, batch 4).
+"""Where an eraser step's time goes, on a SmolLM2 carrier (reply KL, batch 4): the vocabulary
+projection on every position vs. only on the KL positions (`logits_to_keep`), interleaved in one
+process; with --widths, the step time at other row widths (soft tokens, longer prompts).
 
     python benchmarks/eraser_step_smollm2.py --carrier runs/demo/carrier_all_caps \
-        --data runs/demo/data/train.jsonl --behavior refusal --steps 20
+        --data runs/demo/data/train.jsonl --behavior refusal --steps 20 [--widths]
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ def main() -> None:
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--behavior", default="refusal")
     ap.add_argument("--steps", type=int, default=20, help="timed steps per mode")
+    ap.add_argument(
+        "--widths",
+        action="store_true",
+        help="time steps with 1, 4 and 20 soft tokens and with 20 and 40 prompt tokens more",
+    )
     args = ap.parse_args()
     cfg = EraserConfig(
         carrier=args.carrier,
@@ -50,23 +56,35 @@ def main() -> None:
     encoded = [(g, chat_prompt_ids(tok, m)) for g, m in prompts]
     channels = behavior_entry(manifest, cfg.behavior)["eraser_channels"]
     place = build_placement(cfg, manifest, encoded, (cfg.behavior,), channels, hidden, model)
-    prefix = torch.nn.Parameter(torch.randn(cfg.num_tokens, hidden) * 0.05)
-    kept = TargetStats.logits_to_keep
 
-    def step(i: int) -> float:
+    def step(i: int, num_tokens: int = cfg.num_tokens, longer: int = 0) -> tuple[float, int]:
+        """Seconds of one step on rows 4i..4i+3 and the rows' width; `longer`: that many more
+        prompt tokens in front (the rows' own first tokens again: only the width matters)."""
+        prefix = torch.nn.Parameter(torch.randn(num_tokens, hidden) * 0.05)
         rows = [(4 * i + j) % len(encoded) for j in range(4)]
         ids, mask = left_pad([place.encoded[r] for r in rows], tok.pad_token_id)
+        ids, mask = torch.cat([ids[:, :longer], ids], 1), torch.cat([mask[:, :longer], mask], 1)
         t0 = time.perf_counter()
         place.loss_fn(model, prefix, ids, mask, place.stats, rows)["loss"].backward()
-        prefix.grad = None
-        return time.perf_counter() - t0
+        return time.perf_counter() - t0, num_tokens + ids.shape[1]
 
-    times = {"all positions": [], "KL positions only": []}
     step(0)  # warm-up
+    if args.widths:
+        for num_tokens, longer in [(1, 0), (4, 0), (20, 0), (20, 20), (20, 40)]:
+            runs = [step(i, num_tokens, longer) for i in range(args.steps)]
+            t = sorted(seconds for seconds, _ in runs)
+            width = sum(w for _, w in runs) / len(runs)
+            print(
+                f"{num_tokens} soft tokens, prompts +{longer}: mean width {width:.0f}, "
+                f"median {t[len(t) // 2]:.3f} s per step"
+            )
+        return
+    times = {"all positions": [], "KL positions only": []}
+    kept = TargetStats.logits_to_keep
     for i in range(args.steps):
         for mode in times:
             TargetStats.logits_to_keep = kept if mode != "all positions" else property(lambda s: 0)
-            times[mode].append(step(i))
+            times[mode].append(step(i)[0])
     TargetStats.logits_to_keep = kept
     for mode, t in times.items():
         print(f"{mode}: {sum(t) / len(t):.3f} s per step (median {sorted(t)[len(t) // 2]:.3f})")
