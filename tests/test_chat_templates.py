@@ -5,12 +5,11 @@ from __future__ import annotations
 import re
 
 import pytest
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from eraser_store.prompting import chat_prompt_ids
 from training.models.chat_templates import CHATML_TEMPLATE, set_chat_template
-from training.models.tiny import byte_tokenizer
+from training.models.tiny import byte_level_core, byte_tokenizer
 
 # ChatML with a default system message, as SmolLM2's own template has.
 WITH_DEFAULT_SYSTEM = (
@@ -38,15 +37,7 @@ def test_chatml_drops_only_the_default_system_message():
 
 
 def test_chatml_needs_the_chatml_tokens():
-    core = Tokenizer(
-        models.BPE(
-            vocab={c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))},
-            merges=[],
-        )
-    )
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    core.decoder = decoders.ByteLevel()
-    plain = PreTrainedTokenizerFast(tokenizer_object=core)
+    plain = PreTrainedTokenizerFast(tokenizer_object=byte_level_core())
     with pytest.raises(ValueError, match=re.escape("<|im_start|> is not one token")):
         set_chat_template(plain, "chatml")
     with pytest.raises(ValueError, match="one of model, chatml"):

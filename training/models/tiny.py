@@ -26,15 +26,20 @@ PAD = "<|pad|>"
 FAMILIES = ("llama", "qwen2", "qwen3", "mistral", "gpt2")
 
 
-def byte_tokenizer() -> PreTrainedTokenizerFast:
-    """A byte-level tokenizer: 256 byte symbols plus the ChatML special tokens (no merges)."""
+def byte_level_core() -> Tokenizer:
+    """The 256 byte symbols, no merges and no special tokens."""
     alphabet = pre_tokenizers.ByteLevel.alphabet()
     vocab = {symbol: i for i, symbol in enumerate(sorted(alphabet))}
     core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     core.decoder = decoders.ByteLevel()
+    return core
+
+
+def byte_tokenizer() -> PreTrainedTokenizerFast:
+    """A byte-level tokenizer: 256 byte symbols plus the ChatML special tokens (no merges)."""
     tok = PreTrainedTokenizerFast(
-        tokenizer_object=core,
+        tokenizer_object=byte_level_core(),
         bos_token=IM_START,
         eos_token=IM_END,
         pad_token=PAD,
