@@ -1,9 +1,10 @@
 """Where an eraser step's time goes, on a SmolLM2 carrier (reply KL, batch 4): the vocabulary
 projection on every position vs. only on the KL positions (`logits_to_keep`), interleaved in one
-process; with --widths, the step time at other row widths (soft tokens, longer prompts).
+process; with --widths, the step time at other row widths (soft tokens, longer prompts); with
+--batch-sizes, at 1, 2, 4 and 8 rows per step.
 
     python benchmarks/eraser_step_smollm2.py --carrier runs/demo/carrier_all_caps \
-        --data runs/demo/data/train.jsonl --behavior refusal --steps 20 [--widths]
+        --data runs/demo/data/train.jsonl --behavior refusal --steps 20 [--widths | --batch-sizes]
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def main() -> None:
         action="store_true",
         help="time steps with 1, 4 and 20 soft tokens and with 20 and 40 prompt tokens more",
     )
+    ap.add_argument("--batch-sizes", action="store_true", help="time steps of 1, 2, 4 and 8 rows")
     args = ap.parse_args()
     cfg = EraserConfig(
         carrier=args.carrier,
@@ -57,11 +59,13 @@ def main() -> None:
     channels = behavior_entry(manifest, cfg.behavior)["eraser_channels"]
     place = build_placement(cfg, manifest, encoded, (cfg.behavior,), channels, hidden, model)
 
-    def step(i: int, num_tokens: int = cfg.num_tokens, longer: int = 0) -> tuple[float, int]:
-        """Seconds of one step on rows 4i..4i+3 and the rows' width; `longer`: that many more
-        prompt tokens in front (the rows' own first tokens again: only the width matters)."""
+    def step(
+        i: int, num_tokens: int = cfg.num_tokens, longer: int = 0, batch: int = cfg.batch_size
+    ) -> tuple[float, int]:
+        """Seconds of one step on the i-th `batch` rows and the rows' width; `longer`: that many
+        more prompt tokens in front (the rows' own first tokens again: only the width matters)."""
         prefix = torch.nn.Parameter(torch.randn(num_tokens, hidden) * 0.05)
-        rows = [(4 * i + j) % len(encoded) for j in range(4)]
+        rows = [(batch * i + j) % len(encoded) for j in range(batch)]
         ids, mask = left_pad([place.encoded[r] for r in rows], tok.pad_token_id)
         ids, mask = torch.cat([ids[:, :longer], ids], 1), torch.cat([mask[:, :longer], mask], 1)
         t0 = time.perf_counter()
@@ -69,6 +73,12 @@ def main() -> None:
         return time.perf_counter() - t0, num_tokens + ids.shape[1]
 
     step(0)  # warm-up
+    if args.batch_sizes:
+        for batch in (1, 2, 4, 8):
+            t = sorted(step(i, batch=batch)[0] for i in range(args.steps))
+            median = t[len(t) // 2]
+            print(f"{batch} rows: median {median:.3f} s per step, {median / batch:.3f} s per row")
+        return
     if args.widths:
         for num_tokens, longer in [(1, 0), (4, 0), (20, 0), (20, 20), (20, 40)]:
             runs = [step(i, num_tokens, longer) for i in range(args.steps)]
