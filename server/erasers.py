@@ -6,7 +6,8 @@ embeddings are cached on the model's device by (name, version, sha256): versions
 reused, so a cached entry is never stale. The cache keeps the `max_cached` most recently used
 (name, version) entries, so registering version after version does not grow it without end,
 while clients pinning different versions of one name still hit it. A request holds its own
-tensors, so removing an eraser or evicting its entry never affects a request in flight.
+tensors, so removing an eraser or evicting its entry never affects a request in flight; a read
+that a removal overtook hands its tensor to its request but does not cache it.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ class ErasersOnDevice:
         self.store, self.device, self.dtype = store, device, dtype
         self.max_cached = max_cached
         self._cache: OrderedDict[tuple[str, int, str], torch.Tensor] = OrderedDict()
+        self._removals: dict[str, int] = {}  # forget() calls per name, to spot an overtaken read
         self._lock = threading.Lock()
 
     def resolve(self, refs: list[str], key: ApiKey | None) -> list[ResolvedEraser]:
@@ -105,6 +107,7 @@ class ErasersOnDevice:
 
     def forget(self, name: str) -> None:
         with self._lock:
+            self._removals[name] = self._removals.get(name, 0) + 1
             for k in [k for k in self._cache if k[0] == name]:
                 del self._cache[k]
 
@@ -114,10 +117,13 @@ class ErasersOnDevice:
             cached = self._cache.get(k)
             if cached is not None:
                 self._cache.move_to_end(k)
+            removals = self._removals.get(record.name, 0)
         if cached is None:
             eraser = self.store.get(record.name, record.version)
             cached = eraser.embeddings.to(self.device, self.dtype)
             with self._lock:
+                if self._removals.get(record.name, 0) != removals:
+                    return cached  # removed while it was read: nothing may cache it again
                 self._cache[k] = cached
                 while len(self._cache) > self.max_cached:
                     self._cache.popitem(last=False)

@@ -577,6 +577,34 @@ def test_the_device_cache_keeps_the_most_recently_used_versions(tmp_path):
         assert [version for _, version, _ in on_device._cache] == cached
 
 
+def test_an_eraser_removed_while_it_is_read_is_not_cached_again(tmp_path):
+    """The request that was reading it still gets it (it resolved before the removal), but the
+    cache must not keep a removed eraser's tensor."""
+    from eraser_store import EraserStore
+    from server.erasers import ErasersOnDevice
+
+    store = EraserStore(tmp_path / "store")
+    store.add(small_eraser(tmp_path / "e", torch.ones(2, 8), "e"))
+    on_device = ErasersOnDevice(store, torch.device("cpu"), torch.float32)
+    read = store.get
+
+    def read_then_removed(name, version=None):
+        eraser = read(name, version)
+        store.remove(name)
+        on_device.forget(name)  # what the admin route does once the store has removed it
+        return eraser
+
+    store.get = read_then_removed
+    (resolved,) = on_device.resolve(["e"], None)
+    assert torch.equal(resolved.embeddings, torch.ones(2, 8))
+    assert not on_device._cache
+    store.get = read
+    store.add(small_eraser(tmp_path / "e2", torch.full((2, 8), 2.0), "e"))
+    (resolved,) = on_device.resolve(["e"], None)  # registered again: cached as usual
+    assert torch.equal(resolved.embeddings, torch.full((2, 8), 2.0))
+    assert len(on_device._cache) == 1
+
+
 def test_a_stream_dropped_before_its_first_chunk_cancels_its_job():
     """The client left before the response started: the stream's generator never runs (nor its
     `finally`), yet the job must be cancelled, or its row generates to the end."""
