@@ -1,6 +1,6 @@
 # GPU image of the behavior control server. Build and run (carrier and store mounted as volumes):
 #   docker build -t sft-eraser .
-#   docker run --gpus all -p 8000:8000 -v $PWD/runs/carrier:/models/carrier:ro \
+#   docker run --gpus all -p 8000:8000 -v $PWD/runs/carrier2:/models/carrier:ro \
 #       -v $PWD/runs/store:/store --user "$(id -u):$(id -g)" -e SFT_ERASER_ADMIN_TOKEN=... sft-eraser
 # The store is written to (registrations): --user runs as the owner of the host's directory
 # (without it the image's user, uid 10001, must be able to write there); add -e HOME=/tmp if

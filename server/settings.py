@@ -25,7 +25,7 @@ class ServerSettings(BaseSettings):
         "auto", description="weights and activations; auto: bfloat16 on CUDA, float32 on CPU"
     )
     model_name: str | None = Field(
-        None, description="model id in the API (default: the carrier directory's name)"
+        None, description="model id in the API; unset: the carrier directory's name"
     )
     admin_token: SecretStr | None = Field(
         None, description="bearer token of the /admin routes; unset: the admin routes are off"
@@ -53,7 +53,9 @@ class ServerSettings(BaseSettings):
     shutdown_timeout_s: float = Field(
         60.0, ge=0, description="on SIGTERM, how long requests in flight may run to completion"
     )
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="server log verbosity"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ServerSettings:

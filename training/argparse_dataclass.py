@@ -52,12 +52,14 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls) -> None:
             )
         else:
             default = None if required else f.default
+            # An empty default is "none", not a dangling "(default: )".
+            shown = "none" if default == "" else default
             parser.add_argument(
                 flag,
                 type=Path if kind is Path else kind,
                 required=required,
                 default=default,
-                help=help_text + ("" if required else f" (default: {default})"),
+                help=help_text + ("" if required else f" (default: {shown})"),
             )
 
 

@@ -161,11 +161,21 @@ def _add_eval_report(ev) -> None:
         metavar="LABEL=ERASER_DIR[:MODEL_DIR]",
         help="an ablation eraser and the model it applies to (default: the carrier) (repeat)",
     )
-    p.add_argument("--max-new-tokens", type=int, default=48)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--max-new-tokens", type=int, default=48, help="greedy reply length (default: 48)"
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=16, help="prompts decoded together (default: 16)"
+    )
+    add_device_arg(p)
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     p.set_defaults(func=_cmd_eval_report)
+
+
+def add_device_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device", default="auto", help="cpu, cuda, cuda:N or auto (CUDA when present; default)"
+    )
 
 
 class Parser(argparse.ArgumentParser):
@@ -180,7 +190,11 @@ class Parser(argparse.ArgumentParser):
 def build_parser(extra_commands: Sequence[Callable] = ()) -> argparse.ArgumentParser:
     """The offline commands, plus `extra_commands` (each adds its subparsers; `serve` comes
     from the server package this way, so training never imports it)."""
-    parser = Parser(prog="sft-eraser", description=__doc__)
+    parser = Parser(
+        prog="sft-eraser",
+        description="Reversible SFT behaviors: models, data, training, the eraser store, "
+        "evaluation (and `serve`, when the server is installed).",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     model = commands.add_parser("model", help="get a base model").add_subparsers(
@@ -207,12 +221,15 @@ def build_parser(extra_commands: Sequence[Callable] = ()) -> argparse.ArgumentPa
         "tiny", help="a tiny random model with a byte-level tokenizer (tests, smoke runs)"
     )
     p.add_argument(
-        "--family", choices=("llama", "qwen2", "qwen3", "mistral", "gpt2"), default="llama"
+        "--family",
+        choices=("llama", "qwen2", "qwen3", "mistral", "gpt2"),
+        default="llama",
+        help="architecture (default: llama)",
     )
-    p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--hidden", type=int, default=64)
-    p.add_argument("--layers", type=int, default=2)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, required=True, help="output model directory")
+    p.add_argument("--hidden", type=int, default=64, help="hidden size (default: 64)")
+    p.add_argument("--layers", type=int, default=2, help="decoder layers (default: 2)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights (default: 0)")
     p.set_defaults(func=_cmd_tiny)
 
     data = commands.add_parser("data", help="behavior data").add_subparsers(
@@ -240,7 +257,7 @@ def build_parser(extra_commands: Sequence[Callable] = ()) -> argparse.ArgumentPa
         p.add_argument(
             "--" + name.replace("_", "-"), type=int, default=default, help=f"(default: {default})"
         )
-    p.add_argument("--device", default="auto")
+    add_device_arg(p)
     p.set_defaults(func=_cmd_data_make)
 
     train = commands.add_parser(
@@ -275,13 +292,15 @@ def build_parser(extra_commands: Sequence[Callable] = ()) -> argparse.ArgumentPa
     )
     p.add_argument("--model", type=Path, required=True, help="model or carrier directory")
     p.add_argument("--data", type=Path, required=True, help="test JSONL")
-    p.add_argument("--behavior", required=True)
+    p.add_argument("--behavior", required=True, help="behavior to score (its rule)")
     p.add_argument(
         "--without", default=None, help="carrier only: remove this behavior's delta first"
     )
     p.add_argument("--eraser", type=Path, default=None, help="eraser directory to prepend")
-    p.add_argument("--max-new-tokens", type=int, default=48)
-    p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--max-new-tokens", type=int, default=48, help="greedy reply length (default: 48)"
+    )
+    add_device_arg(p)
     p.set_defaults(func=_cmd_eval_behavior)
     _add_eval_report(ev)
     for add in extra_commands:

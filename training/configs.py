@@ -186,7 +186,7 @@ class EraserConfig:
     out: Path
     """Output eraser directory (PEFT prompt-tuning adapter + eraser.json)."""
     name: str = ""
-    """Eraser name (default: erase-<behavior>)."""
+    """Eraser name; empty: erase-<behavior>."""
     ablation: str = "none"
     """none | plain_sft (optimize on --sft-model instead) | random_channels | kl_only."""
     sft_model: Path | None = None
