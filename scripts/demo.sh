@@ -6,7 +6,7 @@
 # second run goes straight to serving; a killed run resumes its stage. Stage times land in
 # $WORK/timings.txt. SERVE=0: stop after the side-by-side. SETUP=0: use the Python environment
 # as it is (sft-eraser installed, or on PATH) instead of scripts/setup.sh's .venv.
-# SCHEDULE=quick: less compute in most stages (42 min instead of about 61; below).
+# SCHEDULE=quick: less compute in most stages (42 min instead of 60; below).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 START=$SECONDS
