@@ -1,10 +1,12 @@
 """Where an eraser step's time goes, on a SmolLM2 carrier (reply KL, batch 4): the vocabulary
 projection on every position vs. only on the KL positions (`logits_to_keep`), interleaved in one
 process; with --widths, the step time at other row widths (soft tokens, longer prompts); with
---batch-sizes, at 1, 2, 4 and 8 rows per step.
+--batch-sizes, at 1, 2, 4 and 8 rows per step; with --flops, a step's floating-point operations
+and the rate it runs at, beside a plain matrix product's, on 2 threads and on 1.
 
     python benchmarks/eraser_step_smollm2.py --carrier runs/demo/carrier_all_caps \
-        --data runs/demo/data/train.jsonl --behavior refusal --steps 20 [--widths | --batch-sizes]
+        --data runs/demo/data/train.jsonl --behavior refusal --steps 20 \
+        [--widths | --batch-sizes | --flops]
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from eraser_store.prompting import chat_prompt_ids
 from training.carrier import behavior_entry, read_manifest
@@ -38,6 +41,11 @@ def main() -> None:
         help="time steps with 1, 4 and 20 soft tokens and with 20 and 40 prompt tokens more",
     )
     ap.add_argument("--batch-sizes", action="store_true", help="time steps of 1, 2, 4 and 8 rows")
+    ap.add_argument(
+        "--flops",
+        action="store_true",
+        help="count a step's floating-point operations; its rate against a matrix product's",
+    )
     args = ap.parse_args()
     cfg = EraserConfig(
         carrier=args.carrier,
@@ -79,6 +87,20 @@ def main() -> None:
             median = t[len(t) // 2]
             print(f"{batch} rows: median {median:.3f} s per step, {median / batch:.3f} s per row")
         return
+    if args.flops:
+        with FlopCounterMode(display=False) as counter:
+            step(0)
+        gflop = counter.get_total_flops() / 1e9
+        print(f"one step (4 rows): {gflop:.1f} GFLOP")
+        for threads in (2, 1):
+            torch.set_num_threads(threads)
+            step(0)
+            median = sorted(step(0)[0] for _ in range(args.steps))[args.steps // 2]
+            print(
+                f"{threads} thread(s): median step {median:.3f} s, {gflop / median:.0f} GFLOP/s; "
+                f"matrix product: {matmul_rate(model.config):.0f} GFLOP/s"
+            )
+        return
     if args.widths:
         for num_tokens, longer in [(1, 0), (4, 0), (20, 0), (20, 20), (20, 40)]:
             runs = [step(i, num_tokens, longer) for i in range(args.steps)]
@@ -98,6 +120,19 @@ def main() -> None:
     TargetStats.logits_to_keep = kept
     for mode, t in times.items():
         print(f"{mode}: {sum(t) / len(t):.3f} s per step (median {sorted(t)[len(t) // 2]:.3f})")
+
+
+def matmul_rate(config, repeats: int = 200) -> float:
+    """GFLOP/s of the model's MLP up-projection on a batch of 4 rows of 90 positions: what the
+    cores give to the products a step is made of."""
+    a = torch.randn(360, config.hidden_size)
+    b = torch.randn(config.hidden_size, config.intermediate_size)
+    for _ in range(5):
+        a @ b
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * a.shape[0] * a.shape[1] * b.shape[1] * repeats / (time.perf_counter() - t0) / 1e9
 
 
 if __name__ == "__main__":
