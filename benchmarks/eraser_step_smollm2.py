@@ -35,13 +35,14 @@ def main() -> None:
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--behavior", default="refusal")
     ap.add_argument("--steps", type=int, default=20, help="timed steps per mode")
-    ap.add_argument(
+    mode = ap.add_mutually_exclusive_group()
+    mode.add_argument(
         "--widths",
         action="store_true",
         help="time steps with 1, 4 and 20 soft tokens and with 20 and 40 prompt tokens more",
     )
-    ap.add_argument("--batch-sizes", action="store_true", help="time steps of 1, 2, 4 and 8 rows")
-    ap.add_argument(
+    mode.add_argument("--batch-sizes", action="store_true", help="time steps of 1, 2, 4 and 8 rows")
+    mode.add_argument(
         "--flops",
         action="store_true",
         help="count a step's floating-point operations; its rate against a matrix product's",
@@ -83,9 +84,8 @@ def main() -> None:
     step(0)  # warm-up
     if args.batch_sizes:
         for batch in (1, 2, 4, 8):
-            t = sorted(step(i, batch=batch)[0] for i in range(args.steps))
-            median = t[len(t) // 2]
-            print(f"{batch} rows: median {median:.3f} s per step, {median / batch:.3f} s per row")
+            t = median([step(i, batch=batch)[0] for i in range(args.steps)])
+            print(f"{batch} rows: median {t:.3f} s per step, {t / batch:.3f} s per row")
         return
     if args.flops:
         with FlopCounterMode(display=False) as counter:
@@ -95,20 +95,19 @@ def main() -> None:
         for threads in (2, 1):
             torch.set_num_threads(threads)
             step(0)
-            median = sorted(step(0)[0] for _ in range(args.steps))[args.steps // 2]
+            t = median([step(0)[0] for _ in range(args.steps)])
             print(
-                f"{threads} thread(s): median step {median:.3f} s, {gflop / median:.0f} GFLOP/s; "
+                f"{threads} thread(s): median step {t:.3f} s, {gflop / t:.0f} GFLOP/s; "
                 f"matrix product: {matmul_rate(model.config):.0f} GFLOP/s"
             )
         return
     if args.widths:
         for num_tokens, longer in [(1, 0), (4, 0), (20, 0), (20, 20), (20, 40)]:
             runs = [step(i, num_tokens, longer) for i in range(args.steps)]
-            t = sorted(seconds for seconds, _ in runs)
             width = sum(w for _, w in runs) / len(runs)
             print(
                 f"{num_tokens} soft tokens, prompts +{longer}: mean width {width:.0f}, "
-                f"median {t[len(t) // 2]:.3f} s per step"
+                f"median {median([seconds for seconds, _ in runs]):.3f} s per step"
             )
         return
     times = {"all positions": [], "KL positions only": []}
@@ -119,7 +118,12 @@ def main() -> None:
             times[mode].append(step(i)[0])
     TargetStats.logits_to_keep = kept
     for mode, t in times.items():
-        print(f"{mode}: {sum(t) / len(t):.3f} s per step (median {sorted(t)[len(t) // 2]:.3f})")
+        print(f"{mode}: {sum(t) / len(t):.3f} s per step (median {median(t):.3f})")
+
+
+def median(times: list[float]) -> float:
+    """The middle time (the upper one of an even count)."""
+    return sorted(times)[len(times) // 2]
 
 
 def matmul_rate(config, repeats: int = 200) -> float:

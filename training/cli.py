@@ -161,15 +161,19 @@ def _add_eval_report(ev) -> None:
         metavar="LABEL=ERASER_DIR[:MODEL_DIR]",
         help="an ablation eraser and the model it applies to (default: the carrier) (repeat)",
     )
-    p.add_argument(
-        "--max-new-tokens", type=int, default=48, help="greedy reply length (default: 48)"
-    )
+    add_max_new_tokens_arg(p)
     p.add_argument(
         "--batch-size", type=int, default=16, help="prompts decoded together (default: 16)"
     )
     add_device_arg(p)
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     p.set_defaults(func=_cmd_eval_report)
+
+
+def add_max_new_tokens_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--max-new-tokens", type=int, default=48, help="greedy reply length (default: 48)"
+    )
 
 
 def add_device_arg(parser: argparse.ArgumentParser) -> None:
@@ -297,9 +301,7 @@ def build_parser(extra_commands: Sequence[Callable] = ()) -> argparse.ArgumentPa
         "--without", default=None, help="carrier only: remove this behavior's delta first"
     )
     p.add_argument("--eraser", type=Path, default=None, help="eraser directory to prepend")
-    p.add_argument(
-        "--max-new-tokens", type=int, default=48, help="greedy reply length (default: 48)"
-    )
+    add_max_new_tokens_arg(p)
     add_device_arg(p)
     p.set_defaults(func=_cmd_eval_behavior)
     _add_eval_report(ev)
