@@ -119,7 +119,7 @@ def _table(store: EraserStore, records: list[EraserRecord]) -> str:
     if store.carrier is not None:
         header.append("FITS")
         for row, r in zip(rows, records, strict=True):
-            mismatch = store.carrier_mismatch(r.hidden_size, r.carrier_fingerprint)
+            mismatch = store.carrier_mismatch(r.hidden_size, r.carrier_fingerprint, r.tokens)
             row.append("yes" if mismatch is None else f"no: {mismatch.reason}")
     widths = [max(len(x) for x in column) for column in zip(header, *rows, strict=True)]
     return "\n".join(

@@ -32,7 +32,8 @@ TENSOR_KEY = "prompt_embeddings"
 DTYPE = "float32"
 # Names become directory names in the store, so they are kept to a safe, portable alphabet.
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"
-NAME_RE = re.compile(rf"^{NAME_PATTERN}$")
+# Always `fullmatch`: `$` would also match before a trailing newline ("abc\n").
+NAME_RE = re.compile(NAME_PATTERN)
 NAME_RULE = "1-64 of A-Z a-z 0-9 . _ -, starting with a letter or digit"
 
 CARRIER_MANIFEST = "carrier.json"
@@ -95,6 +96,8 @@ class CarrierRef:
 
     fingerprint: str
     hidden_size: int
+    max_positions: int | None = None
+    """The carrier's context length (config.json); None: not stated, not checked."""
 
 
 SIDECAR_KEYS = {"format", "format_version"} | {f.name for f in fields(EraserMeta)}
@@ -259,7 +262,9 @@ def carrier_ref(carrier_dir: str | os.PathLike) -> CarrierRef:
     hidden = config.get("hidden_size", config.get("n_embd"))
     if not _is_int(hidden) or hidden < 1:
         raise EraserFormatError(f"{config_path}: no integer hidden_size (or n_embd)")
-    return CarrierRef(fingerprint=fp, hidden_size=hidden)
+    context = config.get("max_position_embeddings", config.get("n_positions"))
+    context = context if _is_int(context) and context > 0 else None
+    return CarrierRef(fingerprint=fp, hidden_size=hidden, max_positions=context)
 
 
 def write_synced(path: Path, data: bytes) -> None:
@@ -284,7 +289,7 @@ def _is_int(value) -> bool:
 
 
 def _check_name(where: Path, name) -> None:
-    if not isinstance(name, str) or not NAME_RE.match(name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise EraserFormatError(f"{where}: bad eraser name {name!r} ({NAME_RULE})")
 
 
@@ -307,6 +312,8 @@ def _read_json(path: Path) -> dict:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise EraserFormatError(f"{path}: not valid JSON ({e})") from None
+    except RecursionError:  # nesting deeper than the parser's stack: an upload can send it
+        raise EraserFormatError(f"{path}: JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise EraserFormatError(f"{path}: expected a JSON object")
     return data

@@ -2,7 +2,7 @@
 
     root/index.sqlite               one row per registered version: what exists is what has a row
     root/objects/<name>/<version>/  an eraser directory (format.py), never changed once registered
-    root/tmp/                       staging for adds
+    root/tmp/                       staging for adds, and uploads received by a server
 
 An add copies the eraser into tmp/, verifies the copy, then, holding the write lock, renames it
 into objects/ and commits its row. Readers only follow rows, so they never see half an eraser; a
@@ -36,7 +36,9 @@ from eraser_store.format import (
 
 # How long a writer waits for another process's write transaction before giving up.
 LOCK_TIMEOUT_S = 60.0
-REF_RE = re.compile(rf"^(?P<name>{NAME_PATTERN})(?:@(?P<version>[1-9][0-9]*))?$")
+# tmp/ entries named upload-<pid>-<hex> belong to that process while it runs.
+UPLOAD_RE = re.compile(r"upload-(?P<pid>[0-9]+)-[0-9a-f]+")
+REF_RE = re.compile(rf"(?P<name>{NAME_PATTERN})(?:@(?P<version>[1-9][0-9]*))?")
 COLUMNS = "name, version, behavior, tokens, hidden_size, sha256, carrier_fingerprint, created"
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS erasers (
@@ -101,7 +103,7 @@ class CarrierMismatch:
 
 def parse_ref(ref: str) -> tuple[str, int | None]:
     """`name@3` -> ("name", 3); `name` -> ("name", None)."""
-    m = REF_RE.match(ref) if isinstance(ref, str) else None
+    m = REF_RE.fullmatch(ref) if isinstance(ref, str) else None
     if m is None:
         raise EraserStoreError(f"bad eraser reference {ref!r} (expected NAME or NAME@VERSION)")
     version = m.group("version")
@@ -157,7 +159,7 @@ class EraserStore:
         return [r.version for r in self._versions_of(name)]
 
     def carrier_mismatch(
-        self, hidden_size: int, carrier_fingerprint: str
+        self, hidden_size: int, carrier_fingerprint: str, tokens: int
     ) -> CarrierMismatch | None:
         """Why an eraser does not fit this store's carrier; None if it does or no carrier is set."""
         if self.carrier is None:
@@ -167,6 +169,14 @@ class EraserStore:
             return CarrierMismatch(
                 f"hidden size {hidden_size} does not match the carrier's {want}", overridable=False
             )
+        context = self.carrier.max_positions
+        # A request needs at least one prompt and one generated token after the eraser.
+        if context is not None and tokens + 2 > context:
+            return CarrierMismatch(
+                f"{tokens} virtual tokens leave no room for a prompt and a reply in the "
+                f"carrier's context of {context} positions",
+                overridable=False,
+            )
         if carrier_fingerprint != self.carrier.fingerprint:
             return CarrierMismatch(
                 f"trained against carrier {carrier_fingerprint}, not {self.carrier.fingerprint}",
@@ -175,6 +185,17 @@ class EraserStore:
         return None
 
     # ---- writing
+
+    @contextmanager
+    def upload_dir(self) -> Iterator[Path]:
+        """An empty directory inside tmp/ to receive an eraser's files before `add` takes them.
+        It is removed on exit; a process killed meanwhile leaves it for `gc` or `clean_tmp`."""
+        path = self.tmp / f"upload-{os.getpid()}-{uuid.uuid4().hex}"
+        path.mkdir()
+        try:
+            yield path
+        finally:
+            _remove(path)
 
     def add(
         self, src_dir: str | os.PathLike, *, name: str | None = None, force: bool = False
@@ -188,9 +209,11 @@ class EraserStore:
         eraser = read_eraser(src_dir)
         meta = eraser.meta
         name = meta.name if name is None else name
-        if not isinstance(name, str) or not NAME_RE.match(name):
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name):
             raise EraserStoreError(f"bad eraser name {name!r} ({NAME_RULE})")
-        mismatch = self.carrier_mismatch(meta.hidden_size, meta.carrier_fingerprint)
+        mismatch = self.carrier_mismatch(
+            meta.hidden_size, meta.carrier_fingerprint, meta.num_virtual_tokens
+        )
         if mismatch is not None and not (mismatch.overridable and force):
             hint = "; pass force=True (CLI: --force) to register it anyway"
             raise EraserRefused(
@@ -259,24 +282,24 @@ class EraserStore:
         with self._write():
             records = self.list(all_versions=True)
             orphans = self._orphans(records)
-            garbage = sorted(self.tmp.iterdir())
+            garbage = self._stale_tmp()
         problems = []
         for rec in records:
             try:
                 self._load(rec)
             except EraserCorrupted as e:
                 problems.append(str(e))
-            mismatch = self.carrier_mismatch(rec.hidden_size, rec.carrier_fingerprint)
+            mismatch = self.carrier_mismatch(rec.hidden_size, rec.carrier_fingerprint, rec.tokens)
             if mismatch is not None:
                 problems.append(f"{rec.ref}: {mismatch.reason}")
         problems += [f"orphan {p}: files without an index row (gc removes them)" for p in orphans]
-        problems += [f"leftover {p}: interrupted add (gc removes it)" for p in garbage]
+        problems += [f"leftover {p}: interrupted add or upload (gc removes it)" for p in garbage]
         return problems
 
     def gc(self) -> list[Path]:
         """Remove orphans and tmp leftovers; returns what was removed."""
         with self._write():
-            doomed = self._orphans(self.list(all_versions=True)) + sorted(self.tmp.iterdir())
+            doomed = self._orphans(self.list(all_versions=True)) + self._stale_tmp()
             for path in doomed:
                 _remove(path)
             for name_dir in self.objects.iterdir():
@@ -284,7 +307,19 @@ class EraserStore:
                     name_dir.rmdir()
         return doomed
 
+    def clean_tmp(self) -> list[Path]:
+        """Remove what interrupted adds and uploads left in tmp/ (a server does at start)."""
+        with self._write():
+            doomed = self._stale_tmp()
+            for path in doomed:
+                _remove(path)
+        return doomed
+
     # ---- internals
+
+    def _stale_tmp(self) -> list[Path]:
+        """tmp/ entries nothing is writing; under the write lock, where no add is staging."""
+        return [p for p in sorted(self.tmp.iterdir()) if not _live_upload(p)]
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -357,6 +392,19 @@ class EraserStore:
                 continue
             orphans += [p for p in sorted(name_dir.iterdir()) if p not in known]
         return orphans
+
+
+def _live_upload(path: Path) -> bool:
+    m = UPLOAD_RE.fullmatch(path.name)
+    if m is None:
+        return False
+    try:
+        os.kill(int(m.group("pid")), 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:
+        return True  # another user's process: alive
+    return True
 
 
 def _remove(path: Path) -> None:

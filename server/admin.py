@@ -6,8 +6,7 @@ it (the contract of eraser_store.upload); the store validates and versions it.
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
+import logging
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
@@ -20,6 +19,7 @@ from eraser_store import (
     EraserNotFound,
     EraserRecord,
     EraserRefused,
+    EraserStore,
     EraserStoreError,
     parse_ref,
 )
@@ -30,6 +30,9 @@ from server.routes import server_state
 from server.settings import ENV_PREFIX
 
 router = APIRouter(prefix="/admin")
+# Who switched which behavior off, and since when: one line per change, kept apart from the
+# request log so an operator can route it to an audit trail.
+audit = logging.getLogger("server.audit")
 TRUE, FALSE = {"true", "1", "yes"}, {"false", "0", "no", ""}
 
 
@@ -43,10 +46,16 @@ def require_admin(request: Request) -> None:
     if not token_matches(
         bearer_token(request.headers.get("authorization")), token.get_secret_value()
     ):
+        audit.warning("admin request with a missing or invalid token by %s", _client(request))
         raise errors.unauthorized("missing or invalid admin token")
 
 
-@router.post("/erasers", status_code=201, dependencies=[Depends(require_admin)])
+@router.post(
+    "/erasers",
+    status_code=201,
+    dependencies=[Depends(require_admin)],
+    responses=errors.documented(401, 404, 409, 422),
+)
 async def add_eraser(request: Request) -> JSONResponse:
     state = server_state(request)
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
@@ -66,21 +75,53 @@ async def add_eraser(request: Request) -> JSONResponse:
     force = str(form.get("force", "")).lower()
     if force not in TRUE | FALSE:
         raise errors.bad_request(f"force must be true or false, not {force!r}", param="force")
-    with tempfile.TemporaryDirectory(prefix="upload-") as tmp:
-        for f in FILES:
-            (Path(tmp) / f).write_bytes(await form[f].read())
-        try:
-            record = await run_in_threadpool(state.store.add, tmp, name=name, force=force in TRUE)
-        except EraserFormatError as e:
-            raise errors.unprocessable(_public(str(e), tmp)) from None
-        except EraserRefused as e:
-            raise errors.conflict(_public(str(e), tmp), code="carrier_mismatch") from None
-        except EraserStoreError as e:
-            raise errors.bad_request(_public(str(e), tmp), param="name") from None
+    parts = {f: await form[f].read() for f in FILES}
+    try:
+        record = await run_in_threadpool(_add, state.store, parts, name, force in TRUE)
+    except EraserFormatError as e:
+        raise _refused(request, errors.unprocessable(str(e))) from None
+    except EraserRefused as e:
+        raise _refused(request, errors.conflict(str(e), code="carrier_mismatch")) from None
+    except EraserStoreError as e:
+        raise _refused(request, errors.bad_request(str(e), param="name")) from None
+    audit.info(
+        "eraser added: %s behavior=%s tokens=%d sha256=%s force=%s by %s",
+        record.ref,
+        record.behavior,
+        record.tokens,
+        record.sha256,
+        force in TRUE,
+        _client(request),
+    )
     return JSONResponse(record_json(record), status_code=201)
 
 
-@router.delete("/erasers/{ref}", dependencies=[Depends(require_admin)])
+def _add(store: EraserStore, parts: dict[str, bytes], name: str | None, force: bool):
+    """Stage the upload inside the store (where a crash leaves it for `gc`), then add it."""
+    with store.upload_dir() as tmp:
+        for file_name, data in parts.items():
+            (tmp / file_name).write_bytes(data)
+        try:
+            return store.add(tmp, name=name, force=force)
+        except (EraserFormatError, EraserStoreError) as e:
+            # The store's messages name the staging directory: not for clients.
+            raise type(e)(str(e).replace(str(tmp), "upload")) from None
+
+
+def _refused(request: Request, error: errors.APIError) -> errors.APIError:
+    audit.warning(
+        "eraser add refused (%d): %s by %s", error.status, error.message, _client(request)
+    )
+    return error
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else "unknown address"
+
+
+@router.delete(
+    "/erasers/{ref}", dependencies=[Depends(require_admin)], responses=errors.documented(401, 404)
+)
 async def remove_eraser(ref: str, request: Request) -> dict:
     """Remove NAME (every version) or NAME@VERSION. Requests in flight keep their copy."""
     state = server_state(request)
@@ -96,6 +137,7 @@ async def remove_eraser(ref: str, request: Request) -> dict:
         ) from None
     if state.erasers is not None:
         state.erasers.forget(name)
+    audit.info("eraser removed: %s versions=%s by %s", name, removed, _client(request))
     return {"name": name, "removed_versions": removed}
 
 
@@ -110,8 +152,3 @@ def record_json(r: EraserRecord) -> dict:
         "carrier_fingerprint": r.carrier_fingerprint,
         "created": r.created,
     }
-
-
-def _public(message: str, tmp: str) -> str:
-    """Store messages name the upload's temporary directory: not for clients."""
-    return message.replace(str(tmp), "upload")

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
@@ -29,6 +31,8 @@ def create_app(settings: ServerSettings) -> FastAPI:
     """Check the carrier, store and key file now (clear errors at startup); load the model in
     the background so /health answers at once and /ready turns 200 when it is loaded."""
     store = EraserStore(settings.store, carrier=carrier_ref(settings.carrier))
+    for leftover in store.clean_tmp():  # what a killed upload or add left behind
+        log.info("removed %s: left by an interrupted upload or add", leftover)
     keyring = KeyRing.load(settings.api_keys_file) if settings.api_keys_file else None
     state = ServerState(settings, store, keyring, Metrics())
 
@@ -45,6 +49,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
                 await run_in_threadpool(state.engine.shutdown, 0)
 
     app = FastAPI(title="sft-eraser", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.openapi = lambda: _openapi(app)
     app.state.server = state
     app.include_router(routes.router)
     app.include_router(admin.router)
@@ -54,11 +59,38 @@ def create_app(settings: ServerSettings) -> FastAPI:
         limit_for_path=lambda path: (
             settings.max_upload_bytes if path.startswith("/admin/") else settings.max_body_bytes
         ),
+        timeout_s=settings.body_timeout_s,
         metrics=state.metrics,
     )
     # Added last, so outermost: it also counts what BodyLimit refuses before routing.
     app.add_middleware(RequestMetrics, metrics=state.metrics)
     return app
+
+
+# pydantic names the member of a union a value failed ("str", "list[TextPart]",
+# "function-after[...]") in the error's location; no request field has such a name.
+UNION_MEMBER = re.compile(r"str|int|float|bool|list|dict|none|.*\[.*")
+
+
+def _union_member(part) -> bool:
+    return isinstance(part, str) and UNION_MEMBER.fullmatch(part) is not None
+
+
+def _openapi(app: FastAPI) -> dict:
+    """FastAPI's schema without its default 422 "Validation Error" responses: this server
+    answers invalid requests with 400 and the error body (errors.documented lists each route's
+    statuses), so generated clients and fuzzers expect what it really sends."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        for operations in schema["paths"].values():
+            for operation in operations.values():
+                responses = operation["responses"]
+                if responses.get("422", {}).get("description") == "Validation Error":
+                    del responses["422"]
+        for unused in ("HTTPValidationError", "ValidationError"):
+            schema.get("components", {}).get("schemas", {}).pop(unused, None)
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 def _load(state: ServerState) -> None:
@@ -80,7 +112,9 @@ def _load(state: ServerState) -> None:
         state.load_error = f"{type(e).__name__} (see the server log)"
         return
     state.metrics.watch_engine(engine)
-    state.erasers = ErasersOnDevice(state.store, loaded.device, loaded.dtype)
+    state.erasers = ErasersOnDevice(
+        state.store, loaded.device, loaded.dtype, max_bytes=int(s.eraser_cache_mb * (1 << 20))
+    )
     state.loaded = loaded
     engine.start()
     state.engine = engine
@@ -98,14 +132,16 @@ def _add_error_handlers(app: FastAPI, state: ServerState) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
-        first = exc.errors()[0]
+        problems = exc.errors()
+        # A failed check of a value says more than "not a list" from the other side of a union.
+        first = next((p for p in problems if p.get("type") == "value_error"), problems[0])
         if first.get("type") == "json_invalid":
             return respond(errors.bad_request("the body is not valid JSON", code="invalid_json"))
-        loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+        loc = [str(p) for p in first.get("loc", ()) if p != "body" and not _union_member(p)]
         param = ".".join(loc) or None
         message = f"{param}: {first.get('msg')}" if param else str(first.get("msg"))
-        if len(exc.errors()) > 1:
-            message += f" (and {len(exc.errors()) - 1} more problem(s))"
+        if len(problems) > 1:
+            message += f" (and {len(problems) - 1} more problem(s))"
         return respond(errors.bad_request(message, param=param))
 
     @app.exception_handler(HTTPException)

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ALL = "*"
+# Shortest API key or admin token accepted: short secrets fall to guessing.
+MIN_SECRET_CHARS = 8
 
 
 class KeyFileError(ValueError):
@@ -59,8 +61,10 @@ class KeyRing:
             data = json.loads(Path(path).read_text())
         except OSError as e:
             raise KeyFileError(f"cannot read API key file {path}: {e.strerror}") from None
-        except json.JSONDecodeError as e:
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise KeyFileError(f"API key file {path} is not JSON: {e}") from None
+        except RecursionError:
+            raise KeyFileError(f"API key file {path}: JSON nested too deeply") from None
         entries = data.get("keys") if isinstance(data, dict) else None
         if not isinstance(entries, list) or not entries:
             raise KeyFileError(f'API key file {path}: expected {{"keys": [ ... ]}}, not empty')
@@ -72,8 +76,10 @@ class KeyRing:
             name, secret, erasers = entry.get("name"), entry.get("key"), entry.get("erasers", [])
             if not isinstance(name, str) or not name or name in names:
                 raise KeyFileError(f"{where}: 'name' must be a unique non-empty string")
-            if not isinstance(secret, str) or len(secret) < 8:
-                raise KeyFileError(f"{where}: 'key' must be a string of at least 8 characters")
+            if not isinstance(secret, str) or len(secret) < MIN_SECRET_CHARS:
+                raise KeyFileError(
+                    f"{where}: 'key' must be a string of at least {MIN_SECRET_CHARS} characters"
+                )
             if erasers != ALL and not (
                 isinstance(erasers, list) and all(isinstance(e, str) for e in erasers)
             ):

@@ -132,11 +132,20 @@ class Engine:
         with self._cv:
             if not self._accepting or not self._thread.is_alive():
                 raise EngineStopped("the server is shutting down")
-            free_slots = self.max_batch_size - len(self._rows) - self._admitting
-            if len(self._waiting) >= self.max_queue + max(0, free_slots):
+            if self._full():
                 raise QueueFull
             self._waiting.append(request)
             self._cv.notify()
+
+    def has_room(self) -> bool:
+        """Whether `submit` would queue a request now: lets a caller refuse one before paying
+        for its tokenizing (submit still decides)."""
+        with self._cv:
+            return not self._full()
+
+    def _full(self) -> bool:
+        free_slots = self.max_batch_size - len(self._rows) - self._admitting
+        return len(self._waiting) >= self.max_queue + max(0, free_slots)
 
     def cancel(self, request: GenerationRequest) -> None:
         request.cancelled = True
@@ -258,7 +267,7 @@ class Engine:
             **self._last_logits,
         )
         rows = [
-            _Row(r, TextStream(self.tokenizer, r.params.stop), r.params.generator(), n)
+            _Row(r, TextStream(self.tokenizer, r.params.stop), r.params.generator(self.device), n)
             for r, n in zip(requests, mask.sum(1).tolist(), strict=True)
         ]
         self.prefills += 1

@@ -3,9 +3,10 @@
 Names resolve against the store at each request, so an eraser added or removed (by the admin
 routes or by `sft-eraser erasers` on the same store) counts for the next request. Resolved
 embeddings are cached on the model's device by (name, version, sha256): versions are never
-reused, so a cached entry is never stale. The cache keeps the `max_cached` most recently used
-(name, version) entries, so registering version after version does not grow it without end,
-while clients pinning different versions of one name still hit it. A request holds its own
+reused, so a cached entry is never stale. The cache keeps the most recently used entries that
+fit in `max_bytes` (erasers of a large model are large: 20 x 8192 fp32 is 640 KiB), so
+registering version after version does not grow it without end, while clients pinning different
+versions of one name still hit it. A request holds its own
 tensors, so removing an eraser or evicting its entry never affects a request in flight; a read
 that a removal overtook hands its tensor to its request but does not cache it.
 """
@@ -43,11 +44,12 @@ class ResolvedEraser:
 
 class ErasersOnDevice:
     def __init__(
-        self, store: EraserStore, device: torch.device, dtype: torch.dtype, max_cached: int = 256
+        self, store: EraserStore, device: torch.device, dtype: torch.dtype, max_bytes: int
     ):
         self.store, self.device, self.dtype = store, device, dtype
-        self.max_cached = max_cached
+        self.max_bytes = max_bytes
         self._cache: OrderedDict[tuple[str, int, str], torch.Tensor] = OrderedDict()
+        self._bytes = 0  # held by _cache
         self._removals: dict[str, int] = {}  # forget() calls per name, to spot an overtaken read
         self._lock = threading.Lock()
 
@@ -60,6 +62,18 @@ class ErasersOnDevice:
                 parsed.append(parse_ref(ref))
             except EraserStoreError as e:
                 raise errors.bad_request(str(e), param=f"erasers[{i}]") from None
+        # A request's erasers are a set of behaviors switched off: one name twice (even at two
+        # versions) would stack one soft prompt on itself, which nothing was trained for.
+        first_at: dict[str, int] = {}
+        for i, (name, _) in enumerate(parsed):
+            if name in first_at:
+                raise errors.bad_request(
+                    f"eraser {name!r} is named twice (erasers[{first_at[name]}] and "
+                    f"erasers[{i}]); a request applies each eraser at most once",
+                    param=f"erasers[{i}]",
+                    code="duplicate_eraser",
+                )
+            first_at[name] = i
         # Permission before existence: a key must not learn which erasers exist beyond its own.
         for i, (name, _) in enumerate(parsed):
             if key is not None and not key.may_use(name):
@@ -109,7 +123,7 @@ class ErasersOnDevice:
         with self._lock:
             self._removals[name] = self._removals.get(name, 0) + 1
             for k in [k for k in self._cache if k[0] == name]:
-                del self._cache[k]
+                self._bytes -= _nbytes(self._cache.pop(k))
 
     def _embeddings(self, record: EraserRecord) -> torch.Tensor:
         k = (record.name, record.version, record.sha256)
@@ -124,10 +138,20 @@ class ErasersOnDevice:
             with self._lock:
                 if self._removals.get(record.name, 0) != removals:
                     return cached  # removed while it was read: nothing may cache it again
-                self._cache[k] = cached
-                while len(self._cache) > self.max_cached:
-                    self._cache.popitem(last=False)
+                if k not in self._cache:  # another request may have stored it meanwhile
+                    self._cache[k] = cached
+                    self._bytes += _nbytes(cached)
+                while self._bytes > self.max_bytes:
+                    self._bytes -= _nbytes(self._cache.popitem(last=False)[1])
         return cached
+
+    @property
+    def cached_bytes(self) -> int:
+        return self._bytes
+
+
+def _nbytes(t: torch.Tensor) -> int:
+    return t.numel() * t.element_size()
 
 
 def stacked(erasers: list[ResolvedEraser]) -> torch.Tensor | None:

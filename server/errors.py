@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 
 class APIError(Exception):
@@ -69,6 +70,16 @@ def too_large(limit: int):
     )
 
 
+def body_timeout(seconds: float):
+    return APIError(
+        408,
+        f"the request body did not arrive within {seconds:g} s",
+        type="invalid_request_error",
+        code="body_timeout",
+        headers={"Connection": "close"},
+    )
+
+
 def unprocessable(message: str, *, param: str | None = None):
     return APIError(422, message, type="invalid_request_error", code="invalid_eraser", param=param)
 
@@ -93,3 +104,43 @@ def timed_out(seconds: float):
     return APIError(
         504, f"the request ran past the {seconds:g} s limit", type="server_error", code="timeout"
     )
+
+
+# ---- the OpenAPI description of errors: every status a route answers, with this body
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+MEANING = {
+    400: "Bad request: a field, the JSON, an eraser reference, or a length over the limits",
+    401: "Missing or invalid API key (admin routes: admin token)",
+    403: "This API key may not use an eraser it named",
+    404: "Unknown model or eraser, or the admin routes are off",
+    408: "The request body did not arrive in time",
+    409: "The eraser was trained against another carrier (force to register it anyway)",
+    413: "The request body is over this route's limit",
+    422: "The uploaded eraser's files are invalid",
+    429: "The server is at its queue bound; retry after Retry-After seconds",
+    500: "Generation failed, or a registered eraser is damaged on the server",
+    503: "The model is loading, failed to load, or the server is shutting down",
+    504: "The request ran past the server's time limit",
+}
+# What the body-limit middleware may answer on any route, before the route runs.
+ANY_ROUTE = (400, 408, 413)
+
+
+def documented(*statuses: int) -> dict[int | str, dict]:
+    """FastAPI `responses=` for the error statuses a route answers (ANY_ROUTE added)."""
+    return {
+        s: {"model": ErrorBody, "description": MEANING[s]}
+        for s in sorted(set(statuses) | set(ANY_ROUTE))
+    }

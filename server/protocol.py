@@ -6,24 +6,37 @@ leave a behavior on that the caller meant to switch off.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 MAX_STOP_STRINGS = 4
+
+
+def _encodable(text: str) -> str:
+    """JSON's \\u escapes can spell lone surrogates, which no tokenizer (nor UTF-8) can take."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        where = f"a lone surrogate at character {e.start}"
+        raise ValueError(f"not valid Unicode text ({where})") from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_encodable)]
 
 
 class TextPart(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["text"]
-    text: str
+    text: Text
 
 
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
-    name: str | None = None
+    content: Text | list[TextPart]
+    name: Text | None = None
 
     def text(self) -> str:
         if isinstance(self.content, str):
@@ -40,21 +53,21 @@ class SamplingFields(BaseModel):
     """What both routes share: sampling, limits, streaming and the erasers to prepend."""
 
     model_config = ConfigDict(extra="forbid")
-    model: str
-    erasers: list[str] = Field(
+    model: Text
+    erasers: list[Text] = Field(
         default_factory=list,
         description="NAME or NAME@VERSION; stacked by behavior, name, version (any order given)",
     )
     max_tokens: int | None = Field(None, ge=1)
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    stop: str | list[str] | None = Field(None, validate_default=True)
+    stop: Text | list[Text] | None = Field(None, validate_default=True)
     seed: int | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None
     n: int = Field(1, ge=1, le=1, description="one choice per request")
     ignore_eos: bool = Field(False, description="generate max_tokens even past end-of-sequence")
-    user: str | None = None
+    user: Text | None = None
 
     @field_validator("stop")
     @classmethod
@@ -81,7 +94,7 @@ class ChatCompletionRequest(SamplingFields):
 
 
 class CompletionRequest(SamplingFields):
-    prompt: str | list[str]
+    prompt: Text | list[Text]
 
     @field_validator("prompt")
     @classmethod

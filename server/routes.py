@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.concurrency import run_in_threadpool
 
 from server import errors, serving
 from server.auth import ApiKey, bearer_token
@@ -14,6 +15,8 @@ from server.protocol import ChatCompletionRequest, CompletionRequest
 from server.state import ServerState
 
 router = APIRouter()
+# The probes answer 503 with their own small body, not an error: orchestrators read the status.
+PROBE_DOWN = {503: {"description": "Not ready: loading, draining, or failed (`status`, `error`)"}}
 
 
 def server_state(request: Request) -> ServerState:
@@ -34,19 +37,19 @@ def api_key(request: Request) -> ApiKey | None:
 CallerKey = Annotated[ApiKey | None, Depends(api_key)]
 
 
-@router.post("/v1/chat/completions")
+@router.post("/v1/chat/completions", responses=errors.documented(401, 403, 404, 429, 500, 503, 504))
 async def chat_completions(
     body: ChatCompletionRequest, request: Request, key: CallerKey
 ) -> Response:
     return await serving.complete(server_state(request), request, body, key)
 
 
-@router.post("/v1/completions")
+@router.post("/v1/completions", responses=errors.documented(401, 403, 404, 429, 500, 503, 504))
 async def completions(body: CompletionRequest, request: Request, key: CallerKey) -> Response:
     return await serving.complete(server_state(request), request, body, key)
 
 
-@router.get("/v1/models")
+@router.get("/v1/models", responses=errors.documented(401))
 async def models(request: Request, key: CallerKey) -> dict:
     state = server_state(request)
     model = {
@@ -58,11 +61,11 @@ async def models(request: Request, key: CallerKey) -> dict:
     return {"object": "list", "data": [model]}
 
 
-@router.get("/v1/erasers")
+@router.get("/v1/erasers", responses=errors.documented(401))
 async def list_erasers(request: Request, key: CallerKey, all_versions: bool = False) -> dict:
     """Registered erasers this key may use (latest version of each; ?all_versions=true: all)."""
     state = server_state(request)
-    records = state.store.list(all_versions=all_versions)
+    records = await run_in_threadpool(state.store.list, all_versions=all_versions)
     data = [
         {
             "object": "eraser",
@@ -79,7 +82,7 @@ async def list_erasers(request: Request, key: CallerKey, all_versions: bool = Fa
     return {"object": "list", "data": data}
 
 
-@router.get("/health")
+@router.get("/health", responses=PROBE_DOWN | errors.documented())
 async def health(request: Request) -> JSONResponse:
     # Loading and draining are healthy; a process that can never serve is not, so an orchestrator
     # (the Dockerfile's HEALTHCHECK) restarts or flags it instead of routing 503s to it.
@@ -89,7 +92,7 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse({"status": "ok"})
 
 
-@router.get("/ready")
+@router.get("/ready", responses=PROBE_DOWN | errors.documented())
 async def ready(request: Request) -> JSONResponse:
     state = server_state(request)
     if state.ready:
@@ -99,6 +102,6 @@ async def ready(request: Request) -> JSONResponse:
     return JSONResponse({"status": status, "error": failure}, status_code=503)
 
 
-@router.get("/metrics")
+@router.get("/metrics", responses=errors.documented())
 async def metrics(request: Request) -> Response:
     return Response(server_state(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)

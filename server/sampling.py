@@ -28,33 +28,49 @@ class SamplingParams:
         # Below this, logits / temperature overflows fp32; the distribution is argmax anyway.
         return self.temperature < MIN_TEMPERATURE
 
-    def generator(self) -> torch.Generator | None:
+    def generator(self, device: torch.device | str = "cpu") -> torch.Generator | None:
+        """The row's own random stream, on the device its logits are on."""
         if self.greedy:
             return None
         seed = self.seed if self.seed is not None else secrets.randbits(63)
-        return torch.Generator().manual_seed(seed % (1 << 63))
+        return torch.Generator(device=device).manual_seed(seed % (1 << 63))
 
 
 def next_tokens(
     logits: torch.Tensor, params: list[SamplingParams], generators: list[torch.Generator | None]
 ) -> list[int]:
-    """logits (B, vocab) -> one token id per row."""
-    chosen = logits.argmax(-1).tolist()
-    for i, (p, gen) in enumerate(zip(params, generators, strict=True)):
-        if not p.greedy:
-            chosen[i] = _sample(logits[i].float().cpu(), p, gen)
-    return chosen
+    """logits (B, vocab) -> one token id per row. Everything stays on the logits' device until
+    one copy of the B chosen ids: no host round trip per row."""
+    chosen = logits.argmax(-1)
+    sampled = [i for i, p in enumerate(params) if not p.greedy]
+    if sampled:
+        rows = torch.tensor(sampled, device=logits.device)
+        draws = _sample(
+            logits[rows], [params[i] for i in sampled], [generators[i] for i in sampled]
+        )
+        chosen = chosen.index_copy(0, rows, draws)
+    return chosen.tolist()
 
 
-def _sample(logits: torch.Tensor, p: SamplingParams, gen: torch.Generator) -> int:
-    probs = torch.softmax(logits.double() / p.temperature, -1)
-    if not torch.isfinite(probs).all():  # non-finite logits (fp16 overflow): nothing to draw from
-        return int(logits.nan_to_num(nan=-float("inf")).argmax())
-    if p.top_p < 1.0:
-        sorted_probs, order = probs.sort(descending=True)
+def _sample(
+    logits: torch.Tensor, params: list[SamplingParams], generators: list[torch.Generator]
+) -> torch.Tensor:
+    """One draw per row (k, vocab) -> (k,) token ids, each row from its own generator."""
+    device = logits.device
+    temperature = torch.tensor([p.temperature for p in params], dtype=torch.float64, device=device)
+    probs = torch.softmax(logits.double() / temperature[:, None], -1)
+    order = None
+    if any(p.top_p < 1.0 for p in params):
+        top_p = torch.tensor([p.top_p for p in params], dtype=torch.float64, device=device)
+        probs, order = probs.sort(-1, descending=True)
         # Keep the smallest set whose mass reaches top_p (always at least the top token).
-        keep = sorted_probs.cumsum(-1) - sorted_probs < p.top_p
-        sorted_probs = sorted_probs * keep
-        pick = torch.multinomial(sorted_probs / sorted_probs.sum(), 1, generator=gen)
-        return int(order[pick])
-    return int(torch.multinomial(probs, 1, generator=gen))
+        probs = probs * (probs.cumsum(-1) - probs < top_p[:, None])
+    # Non-finite logits (fp16 overflow) leave nothing to draw from: such a row takes the argmax.
+    drawable = torch.isfinite(probs).all(-1) & (probs.sum(-1) > 0)
+    probs = torch.where(drawable[:, None], probs, torch.ones_like(probs))
+    picks = torch.cat(
+        [torch.multinomial(row, 1, generator=g) for row, g in zip(probs, generators, strict=True)]
+    )
+    tokens = picks if order is None else order.gather(1, picks[:, None])[:, 0]
+    fallback = logits.nan_to_num(nan=-float("inf")).argmax(-1)
+    return torch.where(drawable, tokens, fallback)

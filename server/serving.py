@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from jinja2 import TemplateError
 from starlette.concurrency import run_in_threadpool
 
 from eraser_store.prompting import chat_prompt_ids
@@ -109,6 +110,9 @@ async def complete(
     key: ApiKey | None,
 ) -> Response:
     kind = CHAT if isinstance(body, ChatCompletionRequest) else TEXT
+    _, engine, _ = state.require_ready()
+    if not engine.has_room():  # refused before any store look-up or tokenizing
+        raise errors.overloaded(RETRY_AFTER_S)
     # Store lookups, eraser file reads and tokenizing stay off the event loop.
     prepared = await run_in_threadpool(prepare, state, body, key, kind)
     job = submit(state, prepared, kind)
@@ -209,7 +213,7 @@ def _prompt_ids(tokenizer, body, kind: Kind) -> list[int]:
         ]
         try:
             ids = chat_prompt_ids(tokenizer, messages)
-        except Exception as e:  # templates raise their own errors on orders they refuse
+        except TemplateError as e:  # a template's own refusal (say, of the roles' order)
             raise errors.bad_request(
                 f"the chat template refused the messages: {e}", param="messages"
             ) from None

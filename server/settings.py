@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from server.auth import MIN_SECRET_CHARS
 
 ENV_PREFIX = "SFT_ERASER_"
 DEFAULT_HOST = "127.0.0.1"
@@ -28,7 +30,9 @@ class ServerSettings(BaseSettings):
         None, description="model id in the API; unset: the carrier directory's name"
     )
     admin_token: SecretStr | None = Field(
-        None, description="bearer token of the /admin routes; unset: the admin routes are off"
+        None,
+        description="bearer token of the /admin routes, at least "
+        f"{MIN_SECRET_CHARS} characters; unset or empty: the admin routes are off",
     )
     api_keys_file: Path | None = Field(
         None,
@@ -45,8 +49,14 @@ class ServerSettings(BaseSettings):
     prefix_cache_mb: float = Field(
         256, ge=0, description="memory for the KV of recent eraser sets (least recently used out)"
     )
+    eraser_cache_mb: float = Field(
+        64, ge=0, description="memory for recently used erasers' embeddings on the model's device"
+    )
     max_body_bytes: int = Field(1 << 20, ge=1024, description="largest inference request body")
     max_upload_bytes: int = Field(64 << 20, ge=1024, description="largest eraser upload body")
+    body_timeout_s: float = Field(
+        30.0, gt=0, description="a request body not fully received this long after it began: 408"
+    )
     request_timeout_s: float = Field(
         300.0, gt=0, description="a request running longer is stopped (504, or an error event)"
     )
@@ -56,6 +66,21 @@ class ServerSettings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="server log verbosity"
     )
+
+    @field_validator("admin_token", mode="before")
+    @classmethod
+    def _empty_token_is_unset(cls, v):
+        # `SFT_ERASER_ADMIN_TOKEN=` in a compose file means "off", not "on with an empty token".
+        if isinstance(v, str) and not v.strip():
+            return None
+        return v
+
+    @field_validator("admin_token")
+    @classmethod
+    def _long_enough(cls, v: SecretStr | None):
+        if v is not None and len(v.get_secret_value()) < MIN_SECRET_CHARS:
+            raise ValueError(f"the admin token must have at least {MIN_SECRET_CHARS} characters")
+        return v
 
     @model_validator(mode="after")
     def _check(self) -> ServerSettings:

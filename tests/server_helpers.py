@@ -14,8 +14,10 @@ from pathlib import Path
 import httpx
 import torch
 import uvicorn
+from prometheus_client.parser import text_string_to_metric_families
 
 from eraser_store import EraserStore, carrier_ref, write_eraser
+from eraser_store.format import FILES
 from server.app import create_app
 from server.settings import ServerSettings
 
@@ -182,3 +184,46 @@ def sse_events(response) -> list:
             data = line[len("data: ") :]
             events.append(data if data == "[DONE]" else json.loads(data))
     return events
+
+
+ANY = object()  # "not checked" for a field of the error body
+
+
+def assert_error(r: httpx.Response, status: int, *, type=ANY, code=ANY, param=ANY) -> dict:
+    assert r.status_code == status, r.text
+    assert r.headers["content-type"].startswith("application/json")
+    body = r.json()
+    assert list(body) == ["error"], body
+    err = body["error"]
+    assert set(err) == {"message", "type", "param", "code"}, err
+    assert isinstance(err["message"], str) and err["message"], err
+    for field, want in (("type", type), ("code", code), ("param", param)):
+        if want is not ANY:
+            assert err[field] == want, (field, err)
+    return err
+
+
+def bearer(key: str) -> dict:
+    return {"Authorization": f"Bearer {key}"}
+
+
+ADMIN = bearer(ADMIN_TOKEN)
+
+
+def metric_samples(url: str) -> dict[tuple, float]:
+    """(sample name, sorted labels) -> value, from GET /metrics."""
+    r = httpx.get(url + "/metrics")
+    assert r.status_code == 200
+    out = {}
+    for family in text_string_to_metric_families(r.text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def metric(url: str, name: str, **labels) -> float:
+    return metric_samples(url).get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def eraser_files(path) -> dict:
+    return {f: (f, (path / f).read_bytes()) for f in FILES}

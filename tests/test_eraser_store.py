@@ -238,8 +238,10 @@ def write_carrier(path: Path, config: dict, manifest: dict | None = None) -> Pat
 def test_carrier_ref(tmp_path):
     llama = write_carrier(tmp_path / "llama", {"hidden_size": HIDDEN, "model_type": "llama"})
     assert carrier_ref(llama) == CarrierRef(fingerprint=FP, hidden_size=HIDDEN)
-    gpt2 = write_carrier(tmp_path / "gpt2", {"n_embd": 48, "model_type": "gpt2"})
-    assert carrier_ref(gpt2).hidden_size == 48
+    config = {"hidden_size": HIDDEN, "max_position_embeddings": 64}
+    assert carrier_ref(write_carrier(tmp_path / "ctx", config)).max_positions == 64
+    gpt2 = write_carrier(tmp_path / "gpt2", {"n_embd": 48, "model_type": "gpt2", "n_positions": 9})
+    assert (carrier_ref(gpt2).hidden_size, carrier_ref(gpt2).max_positions) == (48, 9)
     with pytest.raises(EraserFormatError, match="not a carrier directory"):
         carrier_ref(tmp_path)
     other = write_carrier(tmp_path / "other", {"hidden_size": 8}, {"format": "something"})
@@ -295,8 +297,9 @@ def test_store_refusals(tmp_path):
         store.add(nan, force=True)
     with pytest.raises(EraserFormatError, match="no such eraser directory"):
         store.add(tmp_path / "missing")
-    with pytest.raises(EraserStoreError, match="bad eraser name"):
-        store.add(src, name="a/b", force=True)
+    for bad_name in ("a/b", "fix\n"):
+        with pytest.raises(EraserStoreError, match="bad eraser name"):
+            store.add(src, name=bad_name, force=True)
 
     with pytest.raises(EraserNotFound, match="no eraser named 'nope'.*known: fix"):
         store.get("nope")
@@ -305,6 +308,39 @@ def test_store_refusals(tmp_path):
     with pytest.raises(EraserNotFound):
         store.remove("nope")
     assert [r.ref for r in store.list(all_versions=True)] == ["fix@1"]
+
+
+def test_an_eraser_must_leave_room_in_the_context(tmp_path):
+    """One prompt token and one reply token after the eraser at least; no force overrides it."""
+    carrier = CarrierRef(fingerprint=FP, hidden_size=HIDDEN, max_positions=6)
+    store = EraserStore(tmp_path / "store", carrier=carrier)
+    for force in (False, True):
+        with pytest.raises(EraserRefused, match="5 virtual tokens leave no room.*context of 6"):
+            store.add(make_eraser(tmp_path / f"long{force}", tokens=5), force=force)
+    assert store.add(make_eraser(tmp_path / "fits", tokens=4)).tokens == 4
+
+
+def test_only_uploads_of_dead_processes_are_leftovers(tmp_path):
+    store = EraserStore(tmp_path / "store")
+    dead = store.tmp / "upload-999999999-00ff"
+    dead.mkdir()
+    with store.upload_dir() as live:
+        assert live.parent == store.tmp and live.name.startswith(f"upload-{os.getpid()}-")
+        assert store.verify() == [f"leftover {dead}: interrupted add or upload (gc removes it)"]
+        assert store.gc() == [dead] and live.exists()
+        assert store.clean_tmp() == []
+    assert not live.exists()
+    killed = MP.Process(target=_killed_during_upload, args=(tmp_path / "store",))
+    killed.start()
+    killed.join(60)
+    (left,) = store.tmp.iterdir()
+    assert store.clean_tmp() == [left] and list(store.tmp.iterdir()) == []
+
+
+def _killed_during_upload(root: Path) -> None:
+    with EraserStore(root).upload_dir() as staging:
+        (staging / "eraser.json").write_text("{")
+        os._exit(9)  # no clean-up runs: as with kill -9
 
 
 def test_unopenable_store_is_a_store_error(tmp_path, capsys):
@@ -330,7 +366,9 @@ def test_unopenable_store_is_a_store_error(tmp_path, capsys):
 def test_parse_ref():
     assert parse_ref("fix") == ("fix", None)
     assert parse_ref("fix.v2_x-y@12") == ("fix.v2_x-y", 12)
-    for bad in ("", "fix@", "fix@0", "fix@-1", "fix@x", "@3", "a/b", "fix@1@2", "-fix"):
+    bad_refs = ("", "fix@", "fix@0", "fix@-1", "fix@x", "@3", "a/b", "fix@1@2", "-fix")
+    # `$` would match before a final newline: such a name could be stored, never removed.
+    for bad in bad_refs + ("fix\n", "fix@1\n", "fix\r\n", "\nfix"):
         with pytest.raises(EraserStoreError, match="bad eraser reference"):
             parse_ref(bad)
 

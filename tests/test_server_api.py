@@ -16,14 +16,19 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 import torch
-from prometheus_client.parser import text_string_to_metric_families
 from server_helpers import (
+    ADMIN,
     ADMIN_TOKEN,
     APP_KEY,
     OTHER_PROMPT,
     RED_KEY,
     SPORT_PROMPT,
+    assert_error,
+    bearer,
     chat_body,
+    eraser_files,
+    metric,
+    metric_samples,
     running_server,
     served_carrier,
     sse_events,
@@ -32,53 +37,13 @@ from server_helpers import (
 from eraser_store import carrier_ref, read_eraser, write_eraser
 from eraser_store.format import FILES, WEIGHTS_FILE
 from eraser_store.upload import UploadError, upload_eraser
+from server import serving
 
 CHAT = "/v1/chat/completions"
 TEXT = "/v1/completions"
 ERASERS = "/admin/erasers"
-ANY = object()  # "not checked" for a field of the error body
 SHORT = "hi"  # a chat prompt of about 21 tokens
 LONG_TOKENS = 450  # with ignore_eos and slow_decode: at least 1.8 s
-
-
-def assert_error(r: httpx.Response, status: int, *, type=ANY, code=ANY, param=ANY) -> dict:
-    assert r.status_code == status, r.text
-    assert r.headers["content-type"].startswith("application/json")
-    body = r.json()
-    assert list(body) == ["error"], body
-    err = body["error"]
-    assert set(err) == {"message", "type", "param", "code"}, err
-    assert isinstance(err["message"], str) and err["message"], err
-    for field, want in (("type", type), ("code", code), ("param", param)):
-        if want is not ANY:
-            assert err[field] == want, (field, err)
-    return err
-
-
-def bearer(key: str) -> dict:
-    return {"Authorization": f"Bearer {key}"}
-
-
-ADMIN = bearer(ADMIN_TOKEN)
-
-
-def metric_samples(url: str) -> dict[tuple, float]:
-    """(sample name, sorted labels) -> value, from GET /metrics."""
-    r = httpx.get(url + "/metrics")
-    assert r.status_code == 200
-    out = {}
-    for family in text_string_to_metric_families(r.text):
-        for s in family.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
-
-
-def metric(url: str, name: str, **labels) -> float:
-    return metric_samples(url).get((name, tuple(sorted(labels.items()))), 0.0)
-
-
-def eraser_files(path) -> dict:
-    return {f: (f, (path / f).read_bytes()) for f in FILES}
 
 
 def foreign_eraser(carrier, out, *, fingerprint: str = "sha256:another-carrier", hidden=None):
@@ -440,7 +405,7 @@ def test_uploads_have_their_own_body_limit(limited, served):
     assert httpx.delete(url + ERASERS + "/big-upload", headers=ADMIN).status_code == 200
 
 
-def test_queue_full_is_429_with_retry_after(served, model):
+def test_queue_full_is_429_with_retry_after(served, model, monkeypatch):
     with running_server(served, max_batch_size=1, max_queue=0) as (url, app):
         slow_decode(app)
         engine = app.state.server.engine
@@ -449,7 +414,10 @@ def test_queue_full_is_429_with_retry_after(served, model):
             first = pool.submit(httpx.post, url + CHAT, json=long_body, timeout=60)
             wait_for(lambda: engine.running == 1 or first.done())
             assert not first.done(), "the first request ended before the second was sent"
-            r = httpx.post(url + CHAT, json=chat_body(model, SHORT, max_tokens=2))
+            # Refused before any store look-up or tokenizing: a full server does no work.
+            with monkeypatch.context() as m:
+                m.setattr(serving, "prepare", lambda *a: pytest.fail("prepared a refused request"))
+                r = httpx.post(url + CHAT, json=chat_body(model, SHORT, max_tokens=2))
             assert_error(r, 429, type="rate_limit_error", code="queue_full")
             assert int(r.headers["retry-after"]) >= 1
             done = first.result()

@@ -81,7 +81,7 @@ def test_erasers_stack_by_behavior_then_name(served, tmp_path):
     for path in served.erasers.values():  # "a", "b": fixed_response
         store.add(path)
     store.add(make_eraser(served.carrier, tmp_path / "r", "a-refusal", 5, behavior="refusal"))
-    on_device = ErasersOnDevice(store, torch.device("cpu"), torch.float32)
+    on_device = ErasersOnDevice(store, torch.device("cpu"), torch.float32, max_bytes=1 << 20)
     for refs in (["a-refusal", "b", "a"], ["b", "a-refusal", "a@1"]):
         got = [e.record.name for e in on_device.resolve(refs, None)]
         assert got == ["a", "b", "a-refusal"]  # fixed_response < refusal, then a < b

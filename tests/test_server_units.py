@@ -122,6 +122,29 @@ def test_an_incomplete_utf8_sequence_is_held_back():
     assert "\ufffd" in stream.flush()  # a reply cut mid-character still hands out its text
 
 
+def test_incremental_decoding_hands_out_exactly_the_whole_decode():
+    """Window by window, the deltas add up to decoding the whole reply at once, multi-byte
+    characters and invalid bytes included, while decoding each token O(1) times."""
+    tok = byte_tokenizer()
+    decoded = []
+    real_decode = tok.decode
+
+    def counting_decode(ids, **kw):
+        decoded.append(len(ids))
+        return real_decode(ids, **kw)
+
+    tok.decode = counting_decode
+    gen = torch.Generator().manual_seed(0)
+    text_ids = tok.encode("Grüße, 世界! naïve café ", add_special_tokens=False) * 20
+    noise = torch.randint(0, 256, (60,), generator=gen).tolist()  # bytes that may not decode
+    for ids in (text_ids, noise + text_ids, text_ids + noise):
+        stream = TextStream(tok)
+        decoded.clear()
+        out = "".join(stream.push(i)[0] for i in ids) + stream.flush()
+        assert out == real_decode(ids, skip_special_tokens=True) == stream.text
+        assert sum(decoded) < 12 * len(ids)  # the old whole-reply decode: len(ids)**2 / 2
+
+
 def test_a_stop_string_ending_in_a_split_character_leaks_nothing():
     tok = byte_tokenizer()
     ids = tok.encode("a的人b", add_special_tokens=False)  # 人: three byte tokens
@@ -325,6 +348,38 @@ def test_a_rows_draws_do_not_depend_on_the_batch():
     ga, gb = a.generator(), b.generator()
     together = [next_tokens(x, [a, b], [ga, gb])[0] for _ in range(20)]
     assert together == alone
+
+
+def test_a_batch_is_sampled_with_one_copy_to_the_host(monkeypatch):
+    """Per-row .item()/.tolist() calls would each wait for the device (a CUDA sync per row)."""
+    x = logits(rows=4, seed=3)
+    params = [
+        SamplingParams(max_tokens=1, temperature=0.0),
+        SamplingParams(max_tokens=1, temperature=1.0, seed=1),
+        SamplingParams(max_tokens=1, temperature=0.7, top_p=0.9, seed=2),
+        SamplingParams(max_tokens=1, temperature=1.3, seed=3),
+    ]
+    generators = [p.generator() for p in params]
+    copies = []
+    for method in ("tolist", "item", "__int__", "__bool__", "__index__"):
+        real = getattr(torch.Tensor, method)
+
+        def counted(self, *a, _real=real, _name=method, **kw):
+            copies.append(_name)
+            return _real(self, *a, **kw)
+
+        monkeypatch.setattr(torch.Tensor, method, counted)
+    tokens = next_tokens(x, params, generators)
+    monkeypatch.undo()
+    assert copies == ["tolist"]
+    assert len(tokens) == 4 and tokens[0] == int(x[0].argmax())
+
+
+def test_non_finite_logits_fall_back_to_the_argmax():
+    x = logits(rows=2, seed=4)
+    x[1, 5] = float("inf")
+    p = SamplingParams(max_tokens=1, temperature=1.0, seed=1)
+    assert next_tokens(x, [p, p], [p.generator(), p.generator()])[1] == 5
 
 
 def test_a_tiny_top_p_keeps_only_the_top_token():
@@ -551,21 +606,23 @@ def test_an_eraser_whose_files_vanish_during_its_first_read(tmp_path, still_regi
 
     store.get = read_while_removed
     with pytest.raises(APIError) as refused:
-        ErasersOnDevice(store, torch.device("cpu"), torch.float32).resolve(["gone"], None)
+        on_device = ErasersOnDevice(store, torch.device("cpu"), torch.float32, max_bytes=1 << 20)
+        on_device.resolve(["gone"], None)
     want = (500, "eraser_corrupted") if still_registered else (404, "eraser_not_found")
     assert (refused.value.status, refused.value.code) == want
 
 
 def test_the_device_cache_keeps_the_most_recently_used_versions(tmp_path):
     """An eraser registered again and again must not pile its versions up on the device, and
-    versions in use stay cached."""
+    versions in use stay cached, within the cache's bytes."""
+    ENTRY = 2 * 8 * 4  # one (2, 8) fp32 eraser
     from eraser_store import EraserStore
     from server.erasers import ErasersOnDevice
 
     store = EraserStore(tmp_path / "store")
     for version in (1, 2, 3):
         store.add(small_eraser(tmp_path / f"e{version}", torch.full((2, 8), float(version)), "e"))
-    on_device = ErasersOnDevice(store, torch.device("cpu"), torch.float32, max_cached=2)
+    on_device = ErasersOnDevice(store, torch.device("cpu"), torch.float32, max_bytes=2 * ENTRY)
     for ref, value, cached in (
         ("e@1", 1, [1]),
         ("e", 3, [1, 3]),
@@ -575,6 +632,7 @@ def test_the_device_cache_keeps_the_most_recently_used_versions(tmp_path):
         (resolved,) = on_device.resolve([ref], None)
         assert torch.equal(resolved.embeddings, torch.full((2, 8), float(value)))
         assert [version for _, version, _ in on_device._cache] == cached
+        assert on_device.cached_bytes == len(cached) * ENTRY
 
 
 def test_an_eraser_removed_while_it_is_read_is_not_cached_again(tmp_path):
@@ -585,7 +643,7 @@ def test_an_eraser_removed_while_it_is_read_is_not_cached_again(tmp_path):
 
     store = EraserStore(tmp_path / "store")
     store.add(small_eraser(tmp_path / "e", torch.ones(2, 8), "e"))
-    on_device = ErasersOnDevice(store, torch.device("cpu"), torch.float32)
+    on_device = ErasersOnDevice(store, torch.device("cpu"), torch.float32, max_bytes=1 << 20)
     read = store.get
 
     def read_then_removed(name, version=None):
