@@ -94,16 +94,13 @@ class ChatCompletionRequest(SamplingFields):
 
 
 class CompletionRequest(SamplingFields):
-    prompt: Text | list[Text]
+    # One prompt per request; a list of one is accepted as OpenAI clients may send it.
+    prompt: Text | Annotated[list[Text], Field(min_length=1, max_length=1)]
 
     @field_validator("prompt")
     @classmethod
     def _one_prompt(cls, v):
-        if isinstance(v, list):
-            if len(v) != 1:
-                raise ValueError("send one prompt per request (a string or a list of one)")
-            return v[0]
-        return v
+        return v[0] if isinstance(v, list) else v
 
     @property
     def token_limit(self) -> int | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
@@ -17,6 +17,13 @@ from server.state import ServerState
 router = APIRouter()
 # The probes answer 503 with their own small body, not an error: orchestrators read the status.
 PROBE_DOWN = {503: {"description": "Not ready: loading, draining, or failed (`status`, `error`)"}}
+# A completion is JSON, or with "stream": true server-sent events ending in `data: [DONE]`.
+COMPLETION = {
+    200: {
+        "description": "The completion, or its chunks as server-sent events",
+        "content": {"application/json": {}, "text/event-stream": {}},
+    }
+} | errors.documented(401, 403, 404, 429, 500, 503, 504)
 
 
 def server_state(request: Request) -> ServerState:
@@ -37,14 +44,14 @@ def api_key(request: Request) -> ApiKey | None:
 CallerKey = Annotated[ApiKey | None, Depends(api_key)]
 
 
-@router.post("/v1/chat/completions", responses=errors.documented(401, 403, 404, 429, 500, 503, 504))
+@router.post("/v1/chat/completions", responses=COMPLETION)
 async def chat_completions(
     body: ChatCompletionRequest, request: Request, key: CallerKey
 ) -> Response:
     return await serving.complete(server_state(request), request, body, key)
 
 
-@router.post("/v1/completions", responses=errors.documented(401, 403, 404, 429, 500, 503, 504))
+@router.post("/v1/completions", responses=COMPLETION)
 async def completions(body: CompletionRequest, request: Request, key: CallerKey) -> Response:
     return await serving.complete(server_state(request), request, body, key)
 
@@ -102,6 +109,6 @@ async def ready(request: Request) -> JSONResponse:
     return JSONResponse({"status": status, "error": failure}, status_code=503)
 
 
-@router.get("/metrics", responses=errors.documented())
+@router.get("/metrics", response_class=PlainTextResponse, responses=errors.documented())
 async def metrics(request: Request) -> Response:
     return Response(server_state(request).metrics.render(), media_type=CONTENT_TYPE_LATEST)

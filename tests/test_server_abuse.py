@@ -80,6 +80,14 @@ def test_text_that_is_not_unicode_is_a_400_naming_the_field(served, url, path, f
     assert metric(url, "sft_eraser_errors_total", type="server_error") == 0
 
 
+@pytest.mark.parametrize("path", [CHAT, TEXT])
+def test_a_deeply_nested_request_body_is_a_400(url, path):
+    r = post_raw(url, path, "[" * 100_000 + "]" * 100_000)
+    assert_error(r, 400, type="invalid_request_error")
+    r = post_raw(url, path, '{"model": ' + "[" * 100_000)  # cut short as well
+    assert_error(r, 400, type="invalid_request_error")
+
+
 @pytest.mark.parametrize("erasers", [["a", "a"], ["a", "a@1"], ["b", "a@1", "a"]])
 def test_an_eraser_named_twice_is_refused(served, url, erasers):
     r = httpx.post(url + CHAT, json=chat_body(served.model_name, "hi", erasers))
