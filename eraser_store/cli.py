@@ -8,8 +8,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from eraser_store.backends import Store, open_store
 from eraser_store.format import carrier_ref
-from eraser_store.store import EraserRecord, EraserStore, parse_ref
+from eraser_store.store import EraserRecord, parse_ref
 
 HASH_CHARS = 19  # "sha256:" plus 12 hex digits: enough to tell carriers apart in a table
 
@@ -17,7 +18,11 @@ HASH_CHARS = 19  # "sha256:" plus 12 hex digits: enough to tell carriers apart i
 def add_commands(subparsers) -> None:
     """Add `erasers {list,add,remove,verify,gc}`; each parser gets func(args) -> exit code."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--store", type=Path, required=True, help="eraser store directory")
+    common.add_argument(
+        "--store",
+        required=True,
+        help="eraser store: a directory, or a PostgreSQL URL (postgresql://user@host/db)",
+    )
     common.add_argument(
         "--carrier",
         type=Path,
@@ -55,24 +60,26 @@ def add_commands(subparsers) -> None:
     p.set_defaults(func=_cmd_gc)
 
 
-def _open(args) -> EraserStore:
+def _open(args) -> Store:
     carrier = None if args.carrier is None else carrier_ref(args.carrier)
-    return EraserStore(args.store, carrier=carrier)
+    return open_store(args.store, carrier=carrier)
 
 
 def _cmd_list(args) -> int:
     store = _open(args)
     records = store.list(all_versions=args.all)
     if not records:
-        print(f"no erasers in {args.store}")
+        print(f"no erasers in {store.location}")
         return 0
     print(_table(store, records))
     return 0
 
 
 def _cmd_add(args) -> int:
-    rec = _open(args).add(args.path, name=args.name, force=args.force)
-    print(f"added {rec.ref} (behavior {rec.behavior}, {rec.tokens} tokens) -> {rec.path}")
+    store = _open(args)
+    rec = store.add(args.path, name=args.name, force=args.force)
+    where = store.location if rec.path is None else rec.path
+    print(f"added {rec.ref} (behavior {rec.behavior}, {rec.tokens} tokens) -> {where}")
     return 0
 
 
@@ -102,7 +109,7 @@ def _cmd_gc(args) -> int:
     return 0
 
 
-def _table(store: EraserStore, records: list[EraserRecord]) -> str:
+def _table(store: Store, records: list[EraserRecord]) -> str:
     header = ["NAME", "VERSION", "BEHAVIOR", "TOKENS", "HIDDEN", "CARRIER", "CREATED"]
     rows = [
         [
