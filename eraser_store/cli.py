@@ -1,4 +1,4 @@
-"""`erasers` commands (list, add, remove, verify, gc), added to a host CLI's subparsers.
+"""`erasers` commands (list, add, remove, verify, gc, migrate), added to a host CLI's subparsers.
 
 Errors are raised (EraserStoreError, EraserFormatError) for the host CLI to print as one line.
 """
@@ -8,15 +8,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from eraser_store.backends import Store, open_store
+from eraser_store.backends import Store, is_url, open_store
 from eraser_store.format import carrier_ref
-from eraser_store.store import EraserRecord, parse_ref
+from eraser_store.store import EraserRecord, EraserStore, EraserStoreError, parse_ref
 
 HASH_CHARS = 19  # "sha256:" plus 12 hex digits: enough to tell carriers apart in a table
 
 
 def add_commands(subparsers) -> None:
-    """Add `erasers {list,add,remove,verify,gc}`; each parser gets func(args) -> exit code."""
+    """Add `erasers {list,add,remove,verify,gc,migrate}`; each parser gets func(args) -> exit
+    code."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument(
         "--store",
@@ -30,7 +31,7 @@ def add_commands(subparsers) -> None:
         help="carrier directory to check erasers against (hidden size and fingerprint)",
     )
     group = subparsers.add_parser(
-        "erasers", help="the eraser store: list, add, remove, verify, gc"
+        "erasers", help="the eraser store: list, add, remove, verify, gc, migrate"
     ).add_subparsers(dest="sub", required=True)
 
     p = group.add_parser("list", parents=[common], help="registered erasers (latest versions)")
@@ -58,6 +59,15 @@ def add_commands(subparsers) -> None:
         "gc", parents=[common], help="remove files left by interrupted adds or removes"
     )
     p.set_defaults(func=_cmd_gc)
+
+    p = group.add_parser(
+        "migrate",
+        help="copy a directory store into a PostgreSQL store, keeping version numbers; "
+        "versions already there are skipped; exit code 1 on problems",
+    )
+    p.add_argument("--from", dest="src", type=Path, required=True, help="store directory")
+    p.add_argument("--to", dest="dst", required=True, help="postgresql://user@host/db")
+    p.set_defaults(func=_cmd_migrate)
 
 
 def _open(args) -> Store:
@@ -107,6 +117,26 @@ def _cmd_gc(args) -> int:
         print(f"removed {path}")
     print(f"gc: {len(removed)} leftovers removed")
     return 0
+
+
+def _cmd_migrate(args) -> int:
+    from eraser_store.migrate import migrate
+    from eraser_store.pg_store import PgEraserStore
+
+    if not is_url(args.dst):
+        raise EraserStoreError(f"--to must be a postgresql:// URL, not {args.dst!r}")
+    if not args.src.is_dir():
+        raise EraserStoreError(f"--from: no store directory {args.src}")
+    done = migrate(EraserStore(args.src), PgEraserStore(args.dst))
+    for ref in done.copied:
+        print(f"copied {ref}")
+    for line in done.problems:
+        print(line)
+    print(
+        f"migrate: {len(done.copied)} copied, {len(done.skipped)} already there, "
+        f"{len(done.problems)} problems"
+    )
+    return 1 if done.problems else 0
 
 
 def _table(store: Store, records: list[EraserRecord]) -> str:

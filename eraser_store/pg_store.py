@@ -111,9 +111,15 @@ class PgEraserStore(StoreBase):
     # ---- writing
 
     def add(
-        self, src_dir: str | os.PathLike, *, name: str | None = None, force: bool = False
+        self,
+        src_dir: str | os.PathLike,
+        *,
+        name: str | None = None,
+        force: bool = False,
+        version: int | None = None,
     ) -> EraserRecord:
-        """Register the eraser at `src_dir` as the next version of `name` (default: its own).
+        """Register the eraser at `src_dir` as the next version of `name` (default: its own), or
+        as `version` (a migration keeping numbers: only above every number given out so far).
         The bytes validated are the bytes stored: they are read once."""
         src_dir = Path(src_dir)
         files = read_files(src_dir)
@@ -121,12 +127,22 @@ class PgEraserStore(StoreBase):
         name = self._admit(eraser, src_dir, name, force)
         meta = eraser.meta
         with self._write() as db:
-            version = db.execute(
-                "INSERT INTO eraser_last_version (name, version) VALUES (%s, 1) "
-                "ON CONFLICT (name) DO UPDATE SET version = eraser_last_version.version + 1 "
-                "RETURNING version",
-                (name,),
-            ).fetchone()[0]
+            last = db.execute(
+                "SELECT version FROM eraser_last_version WHERE name = %s", (name,)
+            ).fetchone()
+            last = 0 if last is None else last[0]
+            if version is None:
+                version = last + 1
+            elif version <= last:
+                raise EraserStoreError(
+                    f"cannot add {name}@{version} to {self.location}: versions up to {last} "
+                    "were given out already (numbers are never reused)"
+                )
+            db.execute(
+                "INSERT INTO eraser_last_version (name, version) VALUES (%s, %s) "
+                "ON CONFLICT (name) DO UPDATE SET version = excluded.version",
+                (name, version),
+            )
             row = (
                 name,
                 version,

@@ -600,3 +600,31 @@ def test_cli(tmp_path, capsys, store_spec):
         run_cli("erasers", "remove", "fix@x", "--store", store)
     with pytest.raises(EraserFormatError, match="not a carrier directory"):
         run_cli("erasers", "list", "--store", store, "--carrier", str(tmp_path))
+
+
+def test_migrate_keeps_versions_and_is_idempotent(tmp_path, pg_database, capsys):
+    root = tmp_path / "store"
+    src = EraserStore(root)
+    for seed in (1, 2, 3):
+        src.add(make_eraser(tmp_path / f"e{seed}", seed=seed))
+    src.remove("fix", 2)
+    src.add(make_eraser(tmp_path / "o", name="other", seed=4))
+    migrate = ("erasers", "migrate", "--from", str(root), "--to", pg_database)
+    assert run_cli(*migrate) == 0
+    out = capsys.readouterr().out
+    assert "copied fix@1\ncopied fix@3\ncopied other@1\n" in out
+    assert "3 copied, 0 already there, 0 problems" in out
+    dst = open_store(pg_database)
+    assert store_state(dst) == store_state(src) and dst.verify() == []
+
+    src.add(make_eraser(tmp_path / "e5", seed=5))  # fix@4
+    bad = src.add(make_eraser(tmp_path / "e6", seed=6))  # fix@5, damaged below
+    flip_byte(bad.path / WEIGHTS_FILE)
+    dst.remove("other")  # other@1 was given out there: never again
+    assert run_cli(*migrate) == 1
+    out = capsys.readouterr().out
+    assert "copied fix@4" in out and "1 copied, 2 already there, 2 problems" in out
+    assert "fix@5 is corrupted" in out and "cannot add other@1" in out
+    assert [r.ref for r in dst.list(all_versions=True)] == ["fix@1", "fix@3", "fix@4"]
+    with pytest.raises(EraserStoreError, match="--to must be a postgresql:// URL"):
+        run_cli("erasers", "migrate", "--from", str(root), "--to", str(tmp_path / "x"))
