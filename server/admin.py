@@ -21,6 +21,7 @@ from eraser_store import (
     EraserRecord,
     EraserRefused,
     EraserStoreError,
+    EraserStoreUnavailable,
     parse_ref,
 )
 from eraser_store.format import FILES
@@ -75,8 +76,12 @@ async def add_eraser(request: Request) -> JSONResponse:
             raise errors.unprocessable(_public(str(e), tmp)) from None
         except EraserRefused as e:
             raise errors.conflict(_public(str(e), tmp), code="carrier_mismatch") from None
+        except EraserStoreUnavailable:
+            raise  # the app's handler: 503
         except EraserStoreError as e:
             raise errors.bad_request(_public(str(e), tmp), param="name") from None
+    if state.view is not None:  # seen here at once, not at the next poll
+        await run_in_threadpool(state.view.refresh)
     return JSONResponse(record_json(record), status_code=201)
 
 
@@ -94,6 +99,8 @@ async def remove_eraser(ref: str, request: Request) -> dict:
         raise errors.not_found(
             f"no eraser {ref!r} is registered", code="eraser_not_found"
         ) from None
+    if state.view is not None:
+        await run_in_threadpool(state.view.refresh)
     if state.erasers is not None:
         state.erasers.forget(name)
     return {"name": name, "removed_versions": removed}

@@ -1,7 +1,9 @@
 """Erasers named by requests: permission, resolution against the store, device-side cache.
 
-Names resolve against the store at each request, so an eraser added or removed (by the admin
-routes or by `sft-eraser erasers` on the same store) counts for the next request. Resolved
+Names resolve against the store's index at each request, so an eraser added or removed (by the
+admin routes or by `sft-eraser erasers` on the same store) counts for the next request; on a
+store shared by replicas (PostgreSQL), against this replica's view of it (server/replica.py),
+at most a poll behind. Resolved
 embeddings are cached on the model's device by (name, version, sha256): versions are never
 reused, so a cached entry is never stale. The cache keeps the `max_cached` most recently used
 (name, version) entries, so registering version after version does not grow it without end,
@@ -24,11 +26,12 @@ from eraser_store import (
     EraserFormatError,
     EraserNotFound,
     EraserRecord,
-    EraserStore,
     EraserStoreError,
+    EraserStoreUnavailable,
     parse_ref,
     stack_key,
 )
+from eraser_store.store import StoreBase
 from server import errors
 from server.auth import ApiKey
 
@@ -43,7 +46,7 @@ class ResolvedEraser:
 
 class ErasersOnDevice:
     def __init__(
-        self, store: EraserStore, device: torch.device, dtype: torch.dtype, max_cached: int = 256
+        self, store: StoreBase, device: torch.device, dtype: torch.dtype, max_cached: int = 256
     ):
         self.store, self.device, self.dtype = store, device, dtype
         self.max_cached = max_cached
@@ -77,6 +80,15 @@ class ErasersOnDevice:
                     f"no eraser {refs[i]!r} is registered",
                     code="eraser_not_found",
                     param=f"erasers[{i}]",
+                ) from None
+            except EraserStoreUnavailable as e:
+                # Known here, but its bytes were never read on this replica: nothing verified
+                # to serve until the store is back.
+                log.warning("eraser %s not loaded here and the store is lost: %s", refs[i], e)
+                raise errors.unavailable(
+                    f"eraser {refs[i]!r} cannot be loaded now (the eraser store is "
+                    "unreachable); retry later",
+                    code="store_lost",
                 ) from None
             except (EraserCorrupted, EraserFormatError, OSError):
                 # A file gone between the record and the read (FileNotFoundError) is an eraser

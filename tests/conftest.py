@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from pg_server import PostgresServer, find_bindir
-from server_helpers import free_port
 
 from training.data.make import Answer, MakeDataConfig, make_dataset
 from training.models.tiny import write_tiny_model
@@ -132,6 +131,8 @@ def postgres() -> PostgresServer:
         if os.environ.get("CI") == "true":
             pytest.fail(why)
         pytest.skip(why)
+    from server_helpers import free_port  # the server's modules: only for the tests that use it
+
     server = PostgresServer(bindir, free_port())
     try:
         server.start()
