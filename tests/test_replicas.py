@@ -299,3 +299,44 @@ def test_a_replica_without_its_database_does_not_start(carrier):
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
     assert "sft-eraser serve: error: the eraser store" in done.stderr
     assert "unreachable" in done.stderr
+
+
+def test_a_replica_never_applies_bytes_that_fail_their_sha256(pg_database, tmp_path):
+    """Bytes changed in the database after registration: refused as damaged (500, logged), not
+    prepended; the others still serve."""
+    import psycopg
+    import torch
+
+    from eraser_store import write_eraser
+    from eraser_store.pg_store import PgEraserStore
+    from server.erasers import ErasersOnDevice
+    from server.errors import APIError
+    from server.replica import ReplicaView
+
+    store = PgEraserStore(pg_database)
+    for name in ("good", "bad"):
+        src = write_eraser(
+            tmp_path / name,
+            torch.ones(2, 8),
+            name=name,
+            behavior="b",
+            carrier_fingerprint="sha256:" + "c" * 64,
+            num_layers=1,
+            num_attention_heads=1,
+            channel_count=0,
+            training={},
+        )
+        store.add(src)
+    with psycopg.connect(pg_database) as db:
+        db.execute(
+            "UPDATE erasers SET weights = overlay(weights placing '\\xff'::bytea "
+            "from length(weights) - 2) WHERE name = 'bad'"
+        )
+    on_device = ErasersOnDevice(ReplicaView(store), torch.device("cpu"), torch.float32)
+    with pytest.raises(APIError) as refused:
+        on_device.resolve(["bad"], None)
+    assert (refused.value.status, refused.value.code) == (500, "eraser_corrupted")
+    assert not on_device._cache
+    (good,) = on_device.resolve(["good"], None)
+    assert torch.equal(good.embeddings, torch.ones(2, 8))
+    assert [p.split(":")[0] for p in store.verify()] == ["eraser bad@1 is corrupted"]
