@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from eraser_store.format import CarrierRef, Eraser
 from eraser_store.store import CarrierMismatch, EraserRecord, EraserStore, EraserStoreError
@@ -20,6 +20,7 @@ class EraserStoreUnavailable(EraserStoreError):
     """The store's database cannot be reached now; the same call may work later."""
 
 
+@runtime_checkable
 class Store(Protocol):
     """What the CLI and the server use of a store; both back ends raise the same errors
     (EraserNotFound, EraserRefused, EraserCorrupted, EraserFormatError, EraserStoreError)."""

@@ -30,7 +30,7 @@ from eraser_store import (
     read_eraser,
     write_eraser,
 )
-from eraser_store.backends import EraserStoreUnavailable, open_store
+from eraser_store.backends import EraserStoreUnavailable, Store, open_store
 from eraser_store.cli import add_commands
 from eraser_store.format import CONFIG_FILE, SIDECAR_FILE, WEIGHTS_FILE
 from eraser_store.pg_store import PgEraserStore
@@ -297,6 +297,7 @@ def flip_stored_byte(store, rec) -> None:
 
 def test_store_add_get_list_versions_remove(tmp_path, store_spec):
     store = open_store(store_spec)
+    assert isinstance(store, Store)  # the interface the CLI and the server use
     a1 = store.add(make_eraser(tmp_path / "a1", seed=1))
     a2 = store.add(make_eraser(tmp_path / "a2", seed=2))
     b1 = store.add(make_eraser(tmp_path / "b1", seed=3), name="other")
