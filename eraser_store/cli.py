@@ -65,8 +65,12 @@ def add_commands(subparsers) -> None:
         help="copy a directory store into a PostgreSQL store, keeping version numbers; "
         "versions already there are skipped; exit code 1 on problems",
     )
-    p.add_argument("--from", dest="src", type=Path, required=True, help="store directory")
-    p.add_argument("--to", dest="dst", required=True, help="postgresql://user@host/db")
+    p.add_argument(
+        "--from", dest="src", metavar="DIR", type=Path, required=True, help="store directory"
+    )
+    p.add_argument(
+        "--to", dest="dst", metavar="URL", required=True, help="postgresql://user@host/db"
+    )
     p.set_defaults(func=_cmd_migrate)
 
 
