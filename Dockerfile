@@ -5,6 +5,8 @@
 # The store is written to (registrations): --user runs as the owner of the host's directory
 # (without it the image's user, uid 10001, must be able to write there); add -e HOME=/tmp if
 # that uid has no home in the image.
+# Replicas sharing one registry: -e SFT_ERASER_STORE=postgresql://user@host/db -e PGPASSWORD=...
+# instead of the /store volume (docs/deploy.md, deploy/compose.yaml).
 # Any `serve` flag can be appended (docker run ... sft-eraser --max-batch-size 32) or set as an
 # SFT_ERASER_<FLAG> environment variable; set the port with SFT_ERASER_PORT, which the health
 # check reads (not with --port: the health check would keep asking port 8000). The health check

@@ -1,6 +1,7 @@
-"""Eraser file format and registry, shared by `training` (writes erasers) and `server` (serves
-them). Depends on neither."""
+"""Eraser file format and registry (a directory, or PostgreSQL: `open_store`), shared by
+`training` (writes erasers) and `server` (serves them). Depends on neither."""
 
+from eraser_store.backends import EraserStoreUnavailable, Store, open_store
 from eraser_store.format import (
     CarrierRef,
     Eraser,
@@ -34,7 +35,10 @@ __all__ = [
     "EraserRefused",
     "EraserStore",
     "EraserStoreError",
+    "EraserStoreUnavailable",
+    "Store",
     "carrier_ref",
+    "open_store",
     "parse_ref",
     "read_eraser",
     "stack_key",

@@ -1,4 +1,4 @@
-"""`erasers` commands (list, add, remove, verify, gc), added to a host CLI's subparsers.
+"""`erasers` commands (list, add, remove, verify, gc, migrate), added to a host CLI's subparsers.
 
 Errors are raised (EraserStoreError, EraserFormatError) for the host CLI to print as one line.
 """
@@ -8,16 +8,22 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from eraser_store.backends import Store, is_url, open_store
 from eraser_store.format import carrier_ref
-from eraser_store.store import EraserRecord, EraserStore, parse_ref
+from eraser_store.store import EraserRecord, EraserStore, EraserStoreError, parse_ref
 
 HASH_CHARS = 19  # "sha256:" plus 12 hex digits: enough to tell carriers apart in a table
 
 
 def add_commands(subparsers) -> None:
-    """Add `erasers {list,add,remove,verify,gc}`; each parser gets func(args) -> exit code."""
+    """Add `erasers {list,add,remove,verify,gc,migrate}`; each parser gets func(args) -> exit
+    code."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--store", type=Path, required=True, help="eraser store directory")
+    common.add_argument(
+        "--store",
+        required=True,
+        help="eraser store: a directory, or a PostgreSQL URL (postgresql://user@host/db)",
+    )
     common.add_argument(
         "--carrier",
         type=Path,
@@ -25,7 +31,7 @@ def add_commands(subparsers) -> None:
         help="carrier directory to check erasers against (hidden size and fingerprint)",
     )
     group = subparsers.add_parser(
-        "erasers", help="the eraser store: list, add, remove, verify, gc"
+        "erasers", help="the eraser store: list, add, remove, verify, gc, migrate"
     ).add_subparsers(dest="sub", required=True)
 
     p = group.add_parser("list", parents=[common], help="registered erasers (latest versions)")
@@ -54,25 +60,40 @@ def add_commands(subparsers) -> None:
     )
     p.set_defaults(func=_cmd_gc)
 
+    p = group.add_parser(
+        "migrate",
+        help="copy a directory store into a PostgreSQL store, keeping version numbers; "
+        "versions already there are skipped; exit code 1 on problems",
+    )
+    p.add_argument(
+        "--from", dest="src", metavar="DIR", type=Path, required=True, help="store directory"
+    )
+    p.add_argument(
+        "--to", dest="dst", metavar="URL", required=True, help="postgresql://user@host/db"
+    )
+    p.set_defaults(func=_cmd_migrate)
 
-def _open(args) -> EraserStore:
+
+def _open(args) -> Store:
     carrier = None if args.carrier is None else carrier_ref(args.carrier)
-    return EraserStore(args.store, carrier=carrier)
+    return open_store(args.store, carrier=carrier)
 
 
 def _cmd_list(args) -> int:
     store = _open(args)
     records = store.list(all_versions=args.all)
     if not records:
-        print(f"no erasers in {args.store}")
+        print(f"no erasers in {store.location}")
         return 0
     print(_table(store, records))
     return 0
 
 
 def _cmd_add(args) -> int:
-    rec = _open(args).add(args.path, name=args.name, force=args.force)
-    print(f"added {rec.ref} (behavior {rec.behavior}, {rec.tokens} tokens) -> {rec.path}")
+    store = _open(args)
+    rec = store.add(args.path, name=args.name, force=args.force)
+    where = store.location if rec.path is None else rec.path
+    print(f"added {rec.ref} (behavior {rec.behavior}, {rec.tokens} tokens) -> {where}")
     return 0
 
 
@@ -102,7 +123,27 @@ def _cmd_gc(args) -> int:
     return 0
 
 
-def _table(store: EraserStore, records: list[EraserRecord]) -> str:
+def _cmd_migrate(args) -> int:
+    from eraser_store.migrate import migrate
+    from eraser_store.pg_store import PgEraserStore
+
+    if not is_url(args.dst):
+        raise EraserStoreError(f"--to must be a postgresql:// URL, not {args.dst!r}")
+    if not args.src.is_dir():
+        raise EraserStoreError(f"--from: no store directory {args.src}")
+    done = migrate(EraserStore(args.src), PgEraserStore(args.dst))
+    for ref in done.copied:
+        print(f"copied {ref}")
+    for line in done.problems:
+        print(line)
+    print(
+        f"migrate: {len(done.copied)} copied, {len(done.skipped)} already there, "
+        f"{len(done.problems)} problems"
+    )
+    return 1 if done.problems else 0
+
+
+def _table(store: Store, records: list[EraserRecord]) -> str:
     header = ["NAME", "VERSION", "BEHAVIOR", "TOKENS", "HIDDEN", "CARRIER", "CREATED"]
     rows = [
         [

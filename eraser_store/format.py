@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
@@ -199,44 +200,55 @@ def write_eraser(
 
 def read_eraser(path: str | os.PathLike) -> Eraser:
     """Load and fully validate an eraser directory (raises EraserFormatError)."""
+    return parse_eraser(read_files(path), path)
+
+
+def read_files(path: str | os.PathLike) -> dict[str, bytes]:
+    """The bytes of an eraser directory's FILES, unchecked: parse_eraser checks them."""
     path = Path(path)
     if not path.is_dir():
         raise EraserFormatError(f"{path}: no such eraser directory")
     for file_name in FILES:
         if not (path / file_name).is_file():
             raise EraserFormatError(f"{path}: missing {file_name}")
-    config = _read_json(path / CONFIG_FILE)
-    sidecar = _read_json(path / SIDECAR_FILE)
-    meta = _check_sidecar(path / SIDECAR_FILE, sidecar)
-    _check_config(path / CONFIG_FILE, config, meta)
-    weights = (path / WEIGHTS_FILE).read_bytes()
+    return {f: (path / f).read_bytes() for f in FILES}
+
+
+def parse_eraser(files: Mapping[str, bytes], where: str | os.PathLike) -> Eraser:
+    """Fully validate an eraser given as the bytes of its FILES; `where` (its directory, or
+    where a database keeps it) names it in errors. The one reader of the format."""
+    config = _parse_json(files[CONFIG_FILE], f"{where}/{CONFIG_FILE}")
+    sidecar = _parse_json(files[SIDECAR_FILE], f"{where}/{SIDECAR_FILE}")
+    meta = _check_sidecar(f"{where}/{SIDECAR_FILE}", sidecar)
+    _check_config(f"{where}/{CONFIG_FILE}", config, meta)
+    weights = files[WEIGHTS_FILE]
+    weights_at = f"{where}/{WEIGHTS_FILE}"
     # Hash before parsing: a flipped byte anywhere reads as corruption, not as a parse error.
     digest = hashlib.sha256(weights).hexdigest()
     if digest != meta.sha256:
         raise EraserFormatError(
-            f"{path / WEIGHTS_FILE}: corrupted (sha256 {digest[:12]}…, "
+            f"{weights_at}: corrupted (sha256 {digest[:12]}…, "
             f"{SIDECAR_FILE} records {meta.sha256[:12]}…)"
         )
     try:
         tensors = load_safetensors(weights)
     except Exception as e:  # safetensors raises its own error types
-        raise EraserFormatError(f"{path / WEIGHTS_FILE}: not a safetensors file ({e})") from None
+        raise EraserFormatError(f"{weights_at}: not a safetensors file ({e})") from None
     if set(tensors) != {TENSOR_KEY}:
         raise EraserFormatError(
-            f"{path / WEIGHTS_FILE}: expected exactly one tensor {TENSOR_KEY!r}, "
-            f"found {sorted(tensors)}"
+            f"{weights_at}: expected exactly one tensor {TENSOR_KEY!r}, found {sorted(tensors)}"
         )
     emb = tensors[TENSOR_KEY]
     if emb.dtype != torch.float32:
-        raise EraserFormatError(f"{path / WEIGHTS_FILE}: dtype {emb.dtype}, expected float32")
+        raise EraserFormatError(f"{weights_at}: dtype {emb.dtype}, expected float32")
     expected = (meta.num_virtual_tokens, meta.hidden_size)
     if tuple(emb.shape) != expected:
         raise EraserFormatError(
-            f"{path / WEIGHTS_FILE}: shape {tuple(emb.shape)} does not match "
+            f"{weights_at}: shape {tuple(emb.shape)} does not match "
             f"(num_virtual_tokens, hidden_size) = {expected} of the config and sidecar"
         )
     if not torch.isfinite(emb).all():
-        raise EraserFormatError(f"{path / WEIGHTS_FILE}: non-finite values (NaN or inf)")
+        raise EraserFormatError(f"{weights_at}: non-finite values (NaN or inf)")
     return Eraser(meta=meta, embeddings=emb)
 
 
@@ -308,8 +320,12 @@ def _check_embeddings(where: Path, embeddings) -> torch.Tensor:
 
 
 def _read_json(path: Path) -> dict:
+    return _parse_json(path.read_bytes(), path)
+
+
+def _parse_json(data: bytes, path: str | Path) -> dict:
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise EraserFormatError(f"{path}: not valid JSON ({e})") from None
     except RecursionError:  # nesting deeper than the parser's stack: an upload can send it
@@ -319,7 +335,7 @@ def _read_json(path: Path) -> dict:
     return data
 
 
-def _check_keys(path: Path, data: dict, required: set[str], allowed: set[str]) -> None:
+def _check_keys(path: str | Path, data: dict, required: set[str], allowed: set[str]) -> None:
     missing = sorted(required - data.keys())
     if missing:
         raise EraserFormatError(f"{path}: missing key(s) {', '.join(missing)}")
@@ -328,7 +344,7 @@ def _check_keys(path: Path, data: dict, required: set[str], allowed: set[str]) -
         raise EraserFormatError(f"{path}: unexpected key(s) {', '.join(extra)}")
 
 
-def _check_types(path: Path, data: dict, types: dict) -> None:
+def _check_types(path: str | Path, data: dict, types: dict) -> None:
     for key, expected in types.items():
         value = data[key]
         # bool is an int subclass; a JSON true is never a valid count.
@@ -336,7 +352,7 @@ def _check_types(path: Path, data: dict, types: dict) -> None:
             raise EraserFormatError(f"{path}: {key} has the wrong type ({value!r})")
 
 
-def _check_sidecar(path: Path, sidecar: dict) -> EraserMeta:
+def _check_sidecar(path: str | Path, sidecar: dict) -> EraserMeta:
     if sidecar.get("format") != FORMAT:
         raise EraserFormatError(f"{path}: not an eraser sidecar (format={sidecar.get('format')!r})")
     if sidecar.get("format_version") != FORMAT_VERSION:
@@ -363,7 +379,7 @@ def _check_sidecar(path: Path, sidecar: dict) -> EraserMeta:
     return meta
 
 
-def _check_config(path: Path, config: dict, meta: EraserMeta) -> None:
+def _check_config(path: str | Path, config: dict, meta: EraserMeta) -> None:
     if config.get("peft_type") != "PROMPT_TUNING":
         raise EraserFormatError(
             f"{path}: peft_type {config.get('peft_type')!r}, expected 'PROMPT_TUNING'"

@@ -16,7 +16,8 @@ import re
 import shutil
 import sqlite3
 import uuid
-from collections.abc import Iterator
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,7 +89,7 @@ class EraserRecord:
     sha256: str
     carrier_fingerprint: str
     created: str  # the eraser's own creation time (its sidecar)
-    path: Path
+    path: Path | None  # its directory; None where the bytes live in a database
 
     @property
     def ref(self) -> str:
@@ -110,28 +111,13 @@ def parse_ref(ref: str) -> tuple[str, int | None]:
     return m.group("name"), None if version is None else int(version)
 
 
-class EraserStore:
-    def __init__(self, root: str | os.PathLike, carrier: CarrierRef | None = None):
-        self.root = Path(root).absolute()  # record paths stay valid if the cwd changes
-        self.carrier = carrier
-        self.objects = self.root / "objects"
-        self.tmp = self.root / "tmp"
-        self.index = self.root / "index.sqlite"
-        try:
-            self.objects.mkdir(parents=True, exist_ok=True)
-            self.tmp.mkdir(exist_ok=True)
-            with self._connect() as db:
-                # WAL: readers (a serving process) never wait for a writer, nor block its commit.
-                if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-                    db.execute("PRAGMA journal_mode=WAL")
-            with self._write() as db:
-                for statement in SCHEMA:
-                    db.execute(statement)
-        except (OSError, sqlite3.Error) as e:
-            # A read-only or foreign-owned mount (a container's volume) is a setting to fix.
-            raise EraserStoreError(f"cannot open the eraser store {self.root}: {e}") from e
+class StoreBase(ABC):
+    """What every back end shares: lookups by version, the carrier check and an add's checks.
+    A back end sets `carrier` and `location` (named in messages) and provides `list`,
+    `_records_of` and `_load`."""
 
-    # ---- reading
+    carrier: CarrierRef | None
+    location: str
 
     def record(self, name: str, version: int | None = None) -> EraserRecord:
         """The latest version of `name`, or the given one."""
@@ -142,18 +128,11 @@ class EraserStore:
             if rec.version == version:
                 return rec
         have = ", ".join(str(r.version) for r in records)
-        raise EraserNotFound(f"no eraser {name}@{version} in {self.root}; versions: {have}")
+        raise EraserNotFound(f"no eraser {name}@{version} in {self.location}; versions: {have}")
 
     def get(self, name: str, version: int | None = None) -> Eraser:
         """Load an eraser, re-checking its bytes against the index."""
         return self._load(self.record(name, version))
-
-    def list(self, all_versions: bool = False) -> list[EraserRecord]:
-        """The latest version of each name (every version with all_versions), by name."""
-        latest = (
-            "WHERE version = (SELECT MAX(version) FROM erasers AS e WHERE e.name = erasers.name)"
-        )
-        return self._select(f"{'' if all_versions else latest} ORDER BY name, version", ())
 
     def versions(self, name: str) -> list[int]:
         return [r.version for r in self._versions_of(name)]
@@ -184,12 +163,106 @@ class EraserStore:
             )
         return None
 
+    @abstractmethod
+    def list(self, all_versions: bool = False) -> list[EraserRecord]:
+        """The latest version of each name (every version with all_versions), by name."""
+
+    @abstractmethod
+    def _records_of(self, name: str) -> list[EraserRecord]:
+        """Every version of `name`, oldest first; [] if none."""
+
+    @abstractmethod
+    def _load(self, rec: EraserRecord) -> Eraser:
+        """The eraser of `rec`, its bytes re-checked against the index (EraserCorrupted)."""
+
+    def _admit(self, eraser: Eraser, src: object, name: str | None, force: bool) -> str:
+        """The store name `eraser` (read from `src`) is added under; raises if it may not be."""
+        meta = eraser.meta
+        name = meta.name if name is None else name
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+            raise EraserStoreError(f"bad eraser name {name!r} ({NAME_RULE})")
+        mismatch = self.carrier_mismatch(
+            meta.hidden_size, meta.carrier_fingerprint, meta.num_virtual_tokens
+        )
+        if mismatch is not None and not (mismatch.overridable and force):
+            hint = "; pass force=True (CLI: --force) to register it anyway"
+            raise EraserRefused(
+                f"eraser {name!r} ({src}) refused: {mismatch.reason}"
+                + (hint if mismatch.overridable else "")
+            )
+        return name
+
+    def _problems(self, records: list[EraserRecord]) -> list[str]:
+        """One line per record whose bytes are damaged or that does not fit the carrier."""
+        problems = []
+        for rec in records:
+            try:
+                self._load(rec)
+            except EraserCorrupted as e:
+                problems.append(str(e))
+            mismatch = self.carrier_mismatch(rec.hidden_size, rec.carrier_fingerprint, rec.tokens)
+            if mismatch is not None:
+                problems.append(f"{rec.ref}: {mismatch.reason}")
+        return problems
+
+    def _versions_of(self, name: str) -> list[EraserRecord]:
+        records = self._records_of(name)
+        if not records:
+            known = ", ".join(r.name for r in self.list()) or "none"
+            raise EraserNotFound(f"no eraser named {name!r} in {self.location}; known: {known}")
+        return records
+
+
+class EraserStore(StoreBase):
+    def __init__(self, root: str | os.PathLike, carrier: CarrierRef | None = None):
+        self.root = Path(root).absolute()  # record paths stay valid if the cwd changes
+        self.location = str(self.root)
+        self.carrier = carrier
+        self.objects = self.root / "objects"
+        self.tmp = self.root / "tmp"
+        self.index = self.root / "index.sqlite"
+        try:
+            self.objects.mkdir(parents=True, exist_ok=True)
+            self.tmp.mkdir(exist_ok=True)
+            with self._connect() as db:
+                # WAL: readers (a serving process) never wait for a writer, nor block its commit.
+                if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    db.execute("PRAGMA journal_mode=WAL")
+            with self._write() as db:
+                for statement in SCHEMA:
+                    db.execute(statement)
+        except (OSError, sqlite3.Error) as e:
+            # A read-only or foreign-owned mount (a container's volume) is a setting to fix.
+            raise EraserStoreError(f"cannot open the eraser store {self.root}: {e}") from e
+
+    # ---- reading
+
+    def list(self, all_versions: bool = False) -> list[EraserRecord]:
+        """The latest version of each name (every version with all_versions), by name."""
+        latest = (
+            "WHERE version = (SELECT MAX(version) FROM erasers AS e WHERE e.name = erasers.name)"
+        )
+        return self._select(f"{'' if all_versions else latest} ORDER BY name, version", ())
+
     # ---- writing
+
+    def add_files(
+        self, files: Mapping[str, bytes], *, name: str | None = None, force: bool = False
+    ) -> EraserRecord:
+        """Register an eraser received as the bytes of its files (an upload). They are staged
+        inside the store, where a process killed meanwhile leaves them for `gc` or `clean_tmp`;
+        messages name the eraser "upload", not the staging directory."""
+        with self.upload_dir() as staging:
+            for file_name in FILES:
+                write_synced(staging / file_name, files[file_name])
+            try:
+                return self.add(staging, name=name, force=force)
+            except (EraserFormatError, EraserStoreError) as e:
+                raise type(e)(str(e).replace(str(staging), "upload")) from None
 
     @contextmanager
     def upload_dir(self) -> Iterator[Path]:
-        """An empty directory inside tmp/ to receive an eraser's files before `add` takes them.
-        It is removed on exit; a process killed meanwhile leaves it for `gc` or `clean_tmp`."""
+        """An empty directory inside tmp/, removed on exit (see add_files)."""
         path = self.tmp / f"upload-{os.getpid()}-{uuid.uuid4().hex}"
         path.mkdir()
         try:
@@ -208,18 +281,7 @@ class EraserStore:
         src_dir = Path(src_dir)
         eraser = read_eraser(src_dir)
         meta = eraser.meta
-        name = meta.name if name is None else name
-        if not isinstance(name, str) or not NAME_RE.fullmatch(name):
-            raise EraserStoreError(f"bad eraser name {name!r} ({NAME_RULE})")
-        mismatch = self.carrier_mismatch(
-            meta.hidden_size, meta.carrier_fingerprint, meta.num_virtual_tokens
-        )
-        if mismatch is not None and not (mismatch.overridable and force):
-            hint = "; pass force=True (CLI: --force) to register it anyway"
-            raise EraserRefused(
-                f"eraser {name!r} ({src_dir}) refused: {mismatch.reason}"
-                + (hint if mismatch.overridable else "")
-            )
+        name = self._admit(eraser, src_dir, name, force)
         with self._write() as db:
             staged = self.tmp / uuid.uuid4().hex
             dest = None
@@ -283,15 +345,7 @@ class EraserStore:
             records = self.list(all_versions=True)
             orphans = self._orphans(records)
             garbage = self._stale_tmp()
-        problems = []
-        for rec in records:
-            try:
-                self._load(rec)
-            except EraserCorrupted as e:
-                problems.append(str(e))
-            mismatch = self.carrier_mismatch(rec.hidden_size, rec.carrier_fingerprint, rec.tokens)
-            if mismatch is not None:
-                problems.append(f"{rec.ref}: {mismatch.reason}")
+        problems = self._problems(records)
         problems += [f"orphan {p}: files without an index row (gc removes them)" for p in orphans]
         problems += [f"leftover {p}: interrupted add or upload (gc removes it)" for p in garbage]
         return problems
@@ -348,12 +402,8 @@ class EraserStore:
             rows = db.execute(f"SELECT {COLUMNS} FROM erasers {clause}", params).fetchall()
         return [EraserRecord(*row, path=self.objects / row[0] / str(row[1])) for row in rows]
 
-    def _versions_of(self, name: str) -> list[EraserRecord]:
-        records = self._select("WHERE name = ? ORDER BY version", (name,))
-        if not records:
-            known = ", ".join(r.name for r in self.list()) or "none"
-            raise EraserNotFound(f"no eraser named {name!r} in {self.root}; known: {known}")
-        return records
+    def _records_of(self, name: str) -> list[EraserRecord]:
+        return self._select("WHERE name = ? ORDER BY version", (name,))
 
     def _load(self, rec: EraserRecord) -> Eraser:
         try:

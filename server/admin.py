@@ -19,8 +19,8 @@ from eraser_store import (
     EraserNotFound,
     EraserRecord,
     EraserRefused,
-    EraserStore,
     EraserStoreError,
+    EraserStoreUnavailable,
     parse_ref,
 )
 from eraser_store.format import FILES
@@ -54,7 +54,7 @@ def require_admin(request: Request) -> None:
     "/erasers",
     status_code=201,
     dependencies=[Depends(require_admin)],
-    responses=errors.documented(401, 404, 409, 422),
+    responses=errors.documented(401, 404, 409, 422, 503),
 )
 async def add_eraser(request: Request) -> JSONResponse:
     state = server_state(request)
@@ -77,13 +77,19 @@ async def add_eraser(request: Request) -> JSONResponse:
         raise errors.bad_request(f"force must be true or false, not {force!r}", param="force")
     parts = {f: await form[f].read() for f in FILES}
     try:
-        record = await run_in_threadpool(_add, state.store, parts, name, force in TRUE)
+        record = await run_in_threadpool(
+            state.store.add_files, parts, name=name, force=force in TRUE
+        )
     except EraserFormatError as e:
         raise _refused(request, errors.unprocessable(str(e))) from None
     except EraserRefused as e:
         raise _refused(request, errors.conflict(str(e), code="carrier_mismatch")) from None
+    except EraserStoreUnavailable:
+        raise  # the app's handler: 503
     except EraserStoreError as e:
         raise _refused(request, errors.bad_request(str(e), param="name")) from None
+    if state.view is not None:  # seen here at once, not at the next poll
+        await run_in_threadpool(state.view.refresh)
     audit.info(
         "eraser added: %s behavior=%s tokens=%d sha256=%s force=%s by %s",
         record.ref,
@@ -94,18 +100,6 @@ async def add_eraser(request: Request) -> JSONResponse:
         _client(request),
     )
     return JSONResponse(record_json(record), status_code=201)
-
-
-def _add(store: EraserStore, parts: dict[str, bytes], name: str | None, force: bool):
-    """Stage the upload inside the store (where a crash leaves it for `gc`), then add it."""
-    with store.upload_dir() as tmp:
-        for file_name, data in parts.items():
-            (tmp / file_name).write_bytes(data)
-        try:
-            return store.add(tmp, name=name, force=force)
-        except (EraserFormatError, EraserStoreError) as e:
-            # The store's messages name the staging directory: not for clients.
-            raise type(e)(str(e).replace(str(tmp), "upload")) from None
 
 
 def _refused(request: Request, error: errors.APIError) -> errors.APIError:
@@ -120,7 +114,9 @@ def _client(request: Request) -> str:
 
 
 @router.delete(
-    "/erasers/{ref}", dependencies=[Depends(require_admin)], responses=errors.documented(401, 404)
+    "/erasers/{ref}",
+    dependencies=[Depends(require_admin)],
+    responses=errors.documented(401, 404, 503),
 )
 async def remove_eraser(ref: str, request: Request) -> dict:
     """Remove NAME (every version) or NAME@VERSION. Requests in flight keep their copy."""
@@ -135,6 +131,8 @@ async def remove_eraser(ref: str, request: Request) -> dict:
         raise errors.not_found(
             f"no eraser {ref!r} is registered", code="eraser_not_found"
         ) from None
+    if state.view is not None:
+        await run_in_threadpool(state.view.refresh)
     if state.erasers is not None:
         state.erasers.forget(name)
     audit.info("eraser removed: %s versions=%s by %s", name, removed, _client(request))

@@ -12,8 +12,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
-from eraser_store import EraserStore, carrier_ref
+from eraser_store import EraserStore, EraserStoreUnavailable, carrier_ref, open_store
+from eraser_store.pg_store import PgEraserStore
 from server import admin, errors, routes
 from server.auth import KeyRing
 from server.engine import Engine
@@ -21,6 +23,7 @@ from server.erasers import ErasersOnDevice
 from server.metrics import Metrics
 from server.middleware import BodyLimit, RequestMetrics
 from server.model_loader import load_carrier
+from server.replica import ReplicaView
 from server.settings import ServerSettings
 from server.state import ServerState
 
@@ -30,19 +33,27 @@ log = logging.getLogger("server")
 def create_app(settings: ServerSettings) -> FastAPI:
     """Check the carrier, store and key file now (clear errors at startup); load the model in
     the background so /health answers at once and /ready turns 200 when it is loaded."""
-    store = EraserStore(settings.store, carrier=carrier_ref(settings.carrier))
-    for leftover in store.clean_tmp():  # what a killed upload or add left behind
-        log.info("removed %s: left by an interrupted upload or add", leftover)
+    store = open_store(settings.store, carrier=carrier_ref(settings.carrier))
+    if isinstance(store, EraserStore):  # PostgreSQL keeps no files of an upload
+        for leftover in store.clean_tmp():  # what a killed upload or add left behind
+            log.info("removed %s: left by an interrupted upload or add", leftover)
     keyring = KeyRing.load(settings.api_keys_file) if settings.api_keys_file else None
-    state = ServerState(settings, store, keyring, Metrics())
+    view = ReplicaView(store) if isinstance(store, PgEraserStore) else None
+    state = ServerState(settings, store, keyring, Metrics(), view=view)
+    if view is not None:
+        state.metrics.watch_store(view)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         loading = asyncio.create_task(asyncio.to_thread(_load, state))
+        if view is not None:
+            view.start()
         try:
             yield
         finally:
             state.draining = True
+            if view is not None:
+                await asyncio.to_thread(view.stop)
             await loading
             if state.engine is not None:
                 # Requests in flight have had their drain (DrainingServer): fail what is left.
@@ -113,7 +124,7 @@ def _load(state: ServerState) -> None:
         return
     state.metrics.watch_engine(engine)
     state.erasers = ErasersOnDevice(
-        state.store, loaded.device, loaded.dtype, max_bytes=int(s.eraser_cache_mb * (1 << 20))
+        state.index, loaded.device, loaded.dtype, max_bytes=int(s.eraser_cache_mb * (1 << 20))
     )
     state.loaded = loaded
     engine.start()
@@ -129,6 +140,21 @@ def _add_error_handlers(app: FastAPI, state: ServerState) -> None:
     @app.exception_handler(errors.APIError)
     async def api_error(request: Request, exc: errors.APIError):
         return respond(exc)
+
+    @app.exception_handler(ClientDisconnect)
+    async def client_gone(request: Request, exc: ClientDisconnect):
+        # Reading the body failed (an upload cut mid-way): nothing was done, and no one reads
+        # this answer; not an unhandled error.
+        log.info("%s: the client went away before sending its whole body", request.url.path)
+        return respond(errors.bad_request("the body ended early", code="client_disconnected"))
+
+    @app.exception_handler(EraserStoreUnavailable)
+    async def store_lost(request: Request, exc: EraserStoreUnavailable):
+        log.warning("%s: %s", request.url.path, exc)
+        # The URL (host, port, database) stays in the log.
+        return respond(
+            errors.unavailable("the eraser store is unreachable; retry later", code="store_lost")
+        )
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):

@@ -1,13 +1,14 @@
 """Erasers named by requests: permission, resolution against the store, device-side cache.
 
-Names resolve against the store at each request, so an eraser added or removed (by the admin
-routes or by `sft-eraser erasers` on the same store) counts for the next request. Resolved
-embeddings are cached on the model's device by (name, version, sha256): versions are never
-reused, so a cached entry is never stale. The cache keeps the most recently used entries that
-fit in `max_bytes` (erasers of a large model are large: 20 x 8192 fp32 is 640 KiB), so
-registering version after version does not grow it without end, while clients pinning different
-versions of one name still hit it. A request holds its own
-tensors, so removing an eraser or evicting its entry never affects a request in flight; a read
+Names resolve against the store's index at each request, so an eraser added or removed (by the
+admin routes or by `sft-eraser erasers` on the same store) counts for the next request; on a
+store shared by replicas (PostgreSQL), against this replica's view of it (server/replica.py),
+at most a poll behind. Resolved embeddings are cached on the model's device by (name, version,
+sha256): versions are never reused, so a cached entry is never stale. The cache keeps the most
+recently used entries that fit in `max_bytes` (erasers of a large model are large: 20 x 8192
+fp32 is 640 KiB), so registering version after version does not grow it without end, while
+clients pinning different versions of one name still hit it. A request holds its own tensors,
+so removing an eraser or evicting its entry never affects a request in flight; a read
 that a removal overtook hands its tensor to its request but does not cache it.
 """
 
@@ -25,11 +26,12 @@ from eraser_store import (
     EraserFormatError,
     EraserNotFound,
     EraserRecord,
-    EraserStore,
     EraserStoreError,
+    EraserStoreUnavailable,
     parse_ref,
     stack_key,
 )
+from eraser_store.store import StoreBase
 from server import errors
 from server.auth import ApiKey
 
@@ -43,9 +45,7 @@ class ResolvedEraser:
 
 
 class ErasersOnDevice:
-    def __init__(
-        self, store: EraserStore, device: torch.device, dtype: torch.dtype, max_bytes: int
-    ):
+    def __init__(self, store: StoreBase, device: torch.device, dtype: torch.dtype, max_bytes: int):
         self.store, self.device, self.dtype = store, device, dtype
         self.max_bytes = max_bytes
         self._cache: OrderedDict[tuple[str, int, str], torch.Tensor] = OrderedDict()
@@ -91,6 +91,15 @@ class ErasersOnDevice:
                     f"no eraser {refs[i]!r} is registered",
                     code="eraser_not_found",
                     param=f"erasers[{i}]",
+                ) from None
+            except EraserStoreUnavailable as e:
+                # Known here, but its bytes were never read on this replica: nothing verified
+                # to serve until the store is back.
+                log.warning("eraser %s not loaded here and the store is lost: %s", refs[i], e)
+                raise errors.unavailable(
+                    f"eraser {refs[i]!r} cannot be loaded now (the eraser store is "
+                    "unreachable); retry later",
+                    code="store_lost",
                 ) from None
             except (EraserCorrupted, EraserFormatError, OSError):
                 # A file gone between the record and the read (FileNotFoundError) is an eraser

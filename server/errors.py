@@ -131,7 +131,8 @@ MEANING = {
     422: "The uploaded eraser's files are invalid",
     429: "The server is at its queue bound; retry after Retry-After seconds",
     500: "Generation failed, or a registered eraser is damaged on the server",
-    503: "The model is loading, failed to load, or the server is shutting down",
+    503: "The model is loading, failed to load, the server is shutting down, or the eraser "
+    "store is unreachable",
     504: "The request ran past the server's time limit",
 }
 # What the body-limit middleware may answer on any route, before the route runs.

@@ -41,6 +41,22 @@ class Metrics:
         self.running.set_function(lambda: engine.running)
         self.registry.register(_EngineSteps(engine))
 
+    def watch_store(self, view) -> None:
+        """A store shared by replicas (server/replica.py): reachable or not, and which
+        generation of it this replica serves."""
+        up = Gauge(
+            PREFIX + "store_up",
+            "1 if the last poll reached the eraser store",
+            registry=self.registry,
+        )
+        up.set_function(lambda: float(view.lost_since is None))
+        generation = Gauge(
+            PREFIX + "store_generation",
+            "the eraser store's change counter as this replica last saw it",
+            registry=self.registry,
+        )
+        generation.set_function(lambda: view.generation)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 

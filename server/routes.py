@@ -12,6 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from server import errors, serving
 from server.auth import ApiKey, bearer_token
 from server.protocol import ChatCompletionRequest, CompletionRequest
+from server.replica import ReplicaView
 from server.state import ServerState
 
 router = APIRouter()
@@ -72,7 +73,7 @@ async def models(request: Request, key: CallerKey) -> dict:
 async def list_erasers(request: Request, key: CallerKey, all_versions: bool = False) -> dict:
     """Registered erasers this key may use (latest version of each; ?all_versions=true: all)."""
     state = server_state(request)
-    records = await run_in_threadpool(state.store.list, all_versions=all_versions)
+    records = await run_in_threadpool(state.index.list, all_versions=all_versions)
     data = [
         {
             "object": "eraser",
@@ -102,11 +103,21 @@ async def health(request: Request) -> JSONResponse:
 @router.get("/ready", responses=PROBE_DOWN | errors.documented())
 async def ready(request: Request) -> JSONResponse:
     state = server_state(request)
+    store = {} if state.view is None else {"store": store_status(state.view)}
     if state.ready:
-        return JSONResponse({"status": "ready", "model": state.settings.served_model_name})
+        # Still ready with the store lost: the erasers verified here keep serving, and a load
+        # balancer that dropped every replica whose database went away would serve nothing.
+        body = {"status": "ready", "model": state.settings.served_model_name, **store}
+        return JSONResponse(body)
     failure = state.failure
     status = "draining" if state.draining else "failed" if failure else "loading"
-    return JSONResponse({"status": status, "error": failure}, status_code=503)
+    return JSONResponse({"status": status, "error": failure, **store}, status_code=503)
+
+
+def store_status(view: ReplicaView) -> dict:
+    if view.lost_since is None:
+        return {"status": "ok", "generation": view.generation}
+    return {"status": "unreachable", "since": int(view.lost_since), "generation": view.generation}
 
 
 @router.get("/metrics", response_class=PlainTextResponse, responses=errors.documented())

@@ -19,7 +19,10 @@ class ServerSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
 
     carrier: Path = Field(description="carrier model directory (written by `train carrier`)")
-    store: Path = Field(description="eraser store directory (created if missing)")
+    store: str = Field(
+        description="eraser store: a directory (created if missing), or a PostgreSQL URL "
+        "postgresql://user@host/db shared by every replica"
+    )
     host: str = Field(DEFAULT_HOST, description="address to listen on")
     port: int = Field(DEFAULT_PORT, ge=0, le=65535, description="port to listen on (0: any free)")
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda, cuda:1, ...")
@@ -81,6 +84,11 @@ class ServerSettings(BaseSettings):
         if v is not None and len(v.get_secret_value()) < MIN_SECRET_CHARS:
             raise ValueError(f"the admin token must have at least {MIN_SECRET_CHARS} characters")
         return v
+
+    @field_validator("store", mode="before")
+    @classmethod
+    def _store_path(cls, value):
+        return str(value) if isinstance(value, Path) else value
 
     @model_validator(mode="after")
     def _check(self) -> ServerSettings:

@@ -6,7 +6,8 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 
-from eraser_store import EraserStore
+from eraser_store import Store
+from eraser_store.store import StoreBase
 from server import errors
 from server.auth import KeyRing
 from server.bridge import EventBridge
@@ -14,13 +15,14 @@ from server.engine import Engine
 from server.erasers import ErasersOnDevice
 from server.metrics import Metrics
 from server.model_loader import LoadedModel
+from server.replica import ReplicaView
 from server.settings import ServerSettings
 
 
 @dataclass
 class ServerState:
     settings: ServerSettings
-    store: EraserStore
+    store: Store  # where the admin routes write
     keyring: KeyRing | None
     metrics: Metrics
     loaded: LoadedModel | None = None
@@ -28,6 +30,7 @@ class ServerState:
     erasers: ErasersOnDevice | None = None
     load_error: str | None = None
     draining: bool = False
+    view: ReplicaView | None = None  # a store shared with other replicas, seen from here
     started: int = field(default_factory=lambda: int(time.time()))
     _bridge: EventBridge | None = None
 
@@ -36,6 +39,12 @@ class ServerState:
         if self._bridge is None:
             self._bridge = EventBridge(asyncio.get_running_loop())
         return self._bridge
+
+    @property
+    def index(self) -> StoreBase:
+        """Where requests look erasers up: this replica's view of a shared store, else the
+        store itself (a directory's index is read at each request)."""
+        return self.store if self.view is None else self.view
 
     @property
     def ready(self) -> bool:

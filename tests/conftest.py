@@ -1,11 +1,14 @@
-"""Shared fixtures: tiny models written to disk and small behavior data sets (no download)."""
+"""Shared fixtures: tiny models written to disk, small behavior data sets (no download) and a
+throwaway PostgreSQL."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from pg_server import PostgresServer, find_bindir
 
 from training.data.make import Answer, MakeDataConfig, make_dataset
 from training.models.tiny import write_tiny_model
@@ -116,3 +119,29 @@ def two_behavior_carrier(tmp_path_factory, tiny_llama, small_data) -> TwoBehavio
     sft_b = sft(carrier_a, small_data, "refusal", root / "sft_b")
     carrier_b = lcdd(carrier_a, sft_b, small_data, "refusal", root / "carrier_b")
     return TwoBehaviorCarrier(tiny_llama, small_data, carrier_a, carrier_b)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> PostgresServer:
+    """A PostgreSQL cluster for the session. Without its binaries the tests that need it are
+    skipped, except in CI (CI=true), where that is a failure: .ci/run installs them."""
+    bindir = find_bindir()
+    if bindir is None:
+        why = "PostgreSQL binaries (initdb, pg_ctl) not found; install postgresql"
+        if os.environ.get("CI") == "true":
+            pytest.fail(why)
+        pytest.skip(why)
+    from server_helpers import free_port  # the server's modules: only for the tests that use it
+
+    server = PostgresServer(bindir, free_port())
+    try:
+        server.start()
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def pg_database(postgres) -> str:
+    """The URL of a new, empty database."""
+    return postgres.new_database()

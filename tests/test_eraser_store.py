@@ -4,11 +4,14 @@ failures and crashes, concurrent adds, corruption, carrier refs and the `erasers
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import multiprocessing
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
+import psycopg
 import pytest
 import torch
 from safetensors.torch import save as save_safetensors
@@ -27,7 +30,10 @@ from eraser_store import (
     read_eraser,
     write_eraser,
 )
+from eraser_store.backends import EraserStoreUnavailable, Store, open_store
 from eraser_store.cli import add_commands
+from eraser_store.format import CONFIG_FILE, SIDECAR_FILE, WEIGHTS_FILE
+from eraser_store.pg_store import PgEraserStore
 
 FP = "sha256:" + "a" * 64
 OTHER_FP = "sha256:" + "b" * 64
@@ -53,8 +59,6 @@ def make_eraser(path: Path, *, name="fix", hidden=HIDDEN, tokens=4, fp=FP, seed=
 
 def rewrite_weights(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     """Replace the safetensors file and fix the sidecar's sha256, so only the content is wrong."""
-    import hashlib
-
     data = save_safetensors(tensors)
     (path / "adapter_model.safetensors").write_bytes(data)
     edit_json(path / "eraser.json", sha256=hashlib.sha256(data).hexdigest())
@@ -249,37 +253,88 @@ def test_carrier_ref(tmp_path):
         carrier_ref(other)
 
 
-# ---- store
+# ---- store (both back ends)
 
 
-def test_store_add_get_list_versions_remove(tmp_path):
-    store = EraserStore(tmp_path / "store")
+@pytest.fixture(params=["directory", "postgresql"])
+def store_spec(request, tmp_path) -> str:
+    """Where a new, empty store goes: a directory, or a database URL."""
+    if request.param == "directory":
+        return str(tmp_path / "store")
+    return request.getfixturevalue("pg_database")
+
+
+def stored_files(store, rec) -> dict[str, bytes]:
+    if isinstance(store, PgEraserStore):
+        with psycopg.connect(store.url) as db:
+            row = db.execute(
+                "SELECT config, weights, sidecar FROM erasers WHERE name = %s AND version = %s",
+                (rec.name, rec.version),
+            ).fetchone()
+        return dict(zip((CONFIG_FILE, WEIGHTS_FILE, SIDECAR_FILE), map(bytes, row), strict=True))
+    return {f: (rec.path / f).read_bytes() for f in (CONFIG_FILE, WEIGHTS_FILE, SIDECAR_FILE)}
+
+
+def damage_stored(store, rec, **files: bytes) -> None:
+    """Overwrite some of a registered eraser's files where the store keeps them (WEIGHTS_FILE
+    as weights=..., SIDECAR_FILE as sidecar=...)."""
+    names = {"weights": WEIGHTS_FILE, "sidecar": SIDECAR_FILE}
+    if isinstance(store, PgEraserStore):
+        with psycopg.connect(store.url) as db:
+            for column, data in files.items():
+                db.execute(
+                    f"UPDATE erasers SET {column} = %s WHERE name = %s AND version = %s",
+                    (data, rec.name, rec.version),
+                )
+        return
+    for column, data in files.items():
+        (rec.path / names[column]).write_bytes(data)
+
+
+def flip_stored_byte(store, rec) -> None:
+    weights = bytearray(stored_files(store, rec)[WEIGHTS_FILE])
+    weights[-3] ^= 0xFF
+    damage_stored(store, rec, weights=bytes(weights))
+
+
+def test_store_add_get_list_versions_remove(tmp_path, store_spec):
+    store = open_store(store_spec)
+    assert isinstance(store, Store)  # the interface the CLI and the server use
     a1 = store.add(make_eraser(tmp_path / "a1", seed=1))
     a2 = store.add(make_eraser(tmp_path / "a2", seed=2))
     b1 = store.add(make_eraser(tmp_path / "b1", seed=3), name="other")
-    assert (a1.ref, a2.ref, b1.ref) == ("fix@1", "fix@2", "other@1")
-    assert a2.path == tmp_path / "store" / "objects" / "fix" / "2" and a2.tokens == 4
+    assert (a1.ref, a2.ref, b1.ref) == ("fix@1", "fix@2", "other@1") and a2.tokens == 4
+    if isinstance(store, EraserStore):
+        assert a2.path == tmp_path / "store" / "objects" / "fix" / "2"
+    else:
+        assert a2.path is None
     assert torch.equal(store.get("fix").embeddings, read_eraser(tmp_path / "a2").embeddings)
     assert torch.equal(store.get("fix", 1).embeddings, read_eraser(tmp_path / "a1").embeddings)
     assert store.get("other").meta.name == "fix"  # files are stored byte for byte
+    assert stored_files(store, b1) == {
+        f: (tmp_path / "b1" / f).read_bytes() for f in (CONFIG_FILE, WEIGHTS_FILE, SIDECAR_FILE)
+    }
     assert [r.ref for r in store.list()] == ["fix@2", "other@1"]
     assert [r.ref for r in store.list(all_versions=True)] == ["fix@1", "fix@2", "other@1"]
     assert store.versions("fix") == [1, 2] and store.record("fix") == a2
     assert store.verify() == []
 
     assert store.remove("fix", 2) == [2]
-    assert not a2.path.exists() and store.record("fix") == a1
+    assert store.record("fix") == a1
+    if isinstance(store, EraserStore):
+        assert not a2.path.exists()
     # A removed version number is never given out again: fix@2 always meant a2's bytes.
     assert store.add(tmp_path / "a1").ref == "fix@3"
     assert store.remove("fix") == [1, 3]
     assert [r.ref for r in store.list()] == ["other@1"]
-    assert EraserStore(tmp_path / "store").list() == store.list()  # reopening sees the same
+    assert open_store(store_spec).list() == store.list()  # reopening sees the same
+    assert store.gc() == [] and store.verify() == []
 
 
-def test_store_refusals(tmp_path):
+def test_store_refusals(tmp_path, store_spec):
     src = make_eraser(tmp_path / "e")
     carrier = CarrierRef(fingerprint=OTHER_FP, hidden_size=HIDDEN)
-    store = EraserStore(tmp_path / "store", carrier=carrier)
+    store = open_store(store_spec, carrier=carrier)
     with pytest.raises(EraserRefused, match="trained against carrier.*pass force=True"):
         store.add(src)
     assert store.list() == []
@@ -301,7 +356,7 @@ def test_store_refusals(tmp_path):
         with pytest.raises(EraserStoreError, match="bad eraser name"):
             store.add(src, name=bad_name, force=True)
 
-    with pytest.raises(EraserNotFound, match="no eraser named 'nope'.*known: fix"):
+    with pytest.raises(EraserNotFound, match=f"no eraser named 'nope' in {store.location}.*fix"):
         store.get("nope")
     with pytest.raises(EraserNotFound, match=r"no eraser fix@7 .*versions: 1"):
         store.get("fix", 7)
@@ -361,6 +416,23 @@ def test_unopenable_store_is_a_store_error(tmp_path, capsys):
     assert (
         err.startswith("sft-eraser: error: cannot open the eraser store") and "Traceback" not in err
     )
+
+
+def test_unreachable_or_missing_database_is_a_store_error(postgres, capsys):
+    from server_helpers import free_port
+
+    from sft_eraser.cli import main as sft_eraser_main
+
+    nowhere = f"postgresql://someone:secret@127.0.0.1:{free_port()}/db"
+    with pytest.raises(EraserStoreUnavailable, match="unreachable") as info:
+        open_store(nowhere)
+    assert "secret" not in str(info.value) and "someone:***@" in str(info.value)
+    missing = postgres.url("no_such_database")
+    with pytest.raises(EraserStoreError, match="no_such_database"):
+        open_store(missing)
+    assert sft_eraser_main(["erasers", "list", "--store", nowhere]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sft-eraser: error: the eraser store") and len(err.splitlines()) == 1
 
 
 def test_parse_ref():
@@ -442,49 +514,82 @@ def test_crash_during_add_is_invisible_and_cleaned(tmp_path):
     assert store.get("fix", 2).meta.sha256 == read_eraser(src).meta.sha256
 
 
-def _add_many(root: Path, src: Path, n: int, barrier) -> None:
-    store = EraserStore(root)
+def _crash_pg_add(url: str, src: Path) -> None:
+    """Add `src`, dying with its transaction open: after the inserts, before the commit."""
+    store = PgEraserStore(url)
+    write = store._write
+
+    @contextmanager
+    def dying_write():
+        with write() as db:
+            yield db
+            os._exit(3)
+
+    store._write = dying_write
+    store.add(src)
+
+
+def test_crash_during_pg_add_changes_nothing(tmp_path, pg_database):
+    store = open_store(pg_database)
+    store.add(make_eraser(tmp_path / "a", seed=1))
+    before = store_state(store)
+    src = make_eraser(tmp_path / "b", seed=2)
+    child = MP.Process(target=_crash_pg_add, args=(pg_database, src))
+    child.start()
+    child.join(60)
+    assert child.exitcode == 3
+    assert store_state(store) == before and store.verify() == [] and store.gc() == []
+    assert store.add(src).ref == "fix@2"  # the dead add's version was never given out
+
+
+def _add_many(spec: str, src: Path, n: int, barrier) -> None:
+    store = open_store(spec)
     barrier.wait()
     for _ in range(n):
         store.add(src)
 
 
-def test_concurrent_adds_all_land(tmp_path):
-    root = tmp_path / "store"
-    srcs = [make_eraser(tmp_path / f"e{i}", seed=i) for i in range(2)]
-    barrier = MP.Barrier(2)
-    children = [MP.Process(target=_add_many, args=(root, s, 4, barrier)) for s in srcs]
+def test_concurrent_adds_all_land(tmp_path, store_spec):
+    """4 processes add 3 versions each of one name at once: versions 1-12, each once."""
+    open_store(store_spec)  # created once, as a deployment would
+    srcs = [make_eraser(tmp_path / f"e{i}", seed=i) for i in range(4)]
+    barrier = MP.Barrier(4)
+    children = [MP.Process(target=_add_many, args=(store_spec, s, 3, barrier)) for s in srcs]
     for c in children:
         c.start()
     for c in children:
         c.join(120)
-    assert [c.exitcode for c in children] == [0, 0]
-    store = EraserStore(root)
-    assert store.versions("fix") == list(range(1, 9))
+    assert [c.exitcode for c in children] == [0] * 4
+    store = open_store(store_spec)
+    assert store.versions("fix") == list(range(1, 13))
     shas = [r.sha256 for r in store.list(all_versions=True)]
-    assert sorted(shas.count(read_eraser(s).meta.sha256) for s in srcs) == [4, 4]
+    assert sorted(shas.count(read_eraser(s).meta.sha256) for s in srcs) == [3] * 4
     assert store.verify() == []
 
 
-def test_corrupted_eraser_detected(tmp_path):
-    store = EraserStore(tmp_path / "store")
+def test_corrupted_eraser_detected(tmp_path, store_spec):
+    store = open_store(store_spec)
     bad = store.add(make_eraser(tmp_path / "a", name="a", seed=1))
     store.add(make_eraser(tmp_path / "b", name="b", seed=2))
-    flip_byte(bad.path / "adapter_model.safetensors")
+    flip_stored_byte(store, bad)
     with pytest.raises(EraserCorrupted, match="a@1"):
         store.get("a")
     assert store.get("b").meta.name == "b"
     problems = store.verify()
     assert len(problems) == 1 and "a@1" in problems[0] and "corrupted" in problems[0]
 
-    # Replaced files that are self-consistent still differ from what was registered.
-    rewrite_weights(bad.path, {"prompt_embeddings": torch.zeros(4, HIDDEN)})
+    # Replaced bytes that are self-consistent still differ from what was registered.
+    weights = save_safetensors({"prompt_embeddings": torch.zeros(4, HIDDEN)})
+    sidecar = json.loads(stored_files(store, bad)[SIDECAR_FILE])
+    sidecar["sha256"] = hashlib.sha256(weights).hexdigest()
+    damage_stored(store, bad, weights=weights, sidecar=json.dumps(sidecar).encode())
     with pytest.raises(EraserCorrupted, match="a@1.*registered as"):
         store.get("a")
-    for path in bad.path.iterdir():
-        path.unlink()
-    with pytest.raises(EraserCorrupted, match="a@1.*missing"):
-        store.get("a")
+    if isinstance(store, EraserStore):
+        for path in bad.path.iterdir():
+            path.unlink()
+        with pytest.raises(EraserCorrupted, match="a@1.*missing"):
+            store.get("a")
 
 
 # ---- CLI
@@ -497,8 +602,8 @@ def run_cli(*argv: str):
     return args.func(args)
 
 
-def test_cli(tmp_path, capsys):
-    store = str(tmp_path / "store")
+def test_cli(tmp_path, capsys, store_spec):
+    store = store_spec
     src = make_eraser(tmp_path / "e")
     carrier = str(write_carrier(tmp_path / "carrier", {"hidden_size": HIDDEN}))
     assert run_cli("erasers", "add", str(src), "--store", store, "--carrier", carrier) == 0
@@ -520,7 +625,8 @@ def test_cli(tmp_path, capsys):
     assert all(line.split()[-1] == "yes" for line in lines[1:])
     assert run_cli("erasers", "verify", "--store", store) == 0
 
-    flip_byte(tmp_path / "store" / "objects" / "alias" / "1" / "adapter_model.safetensors")
+    opened = open_store(store)
+    flip_stored_byte(opened, opened.record("alias", 1))
     assert run_cli("erasers", "verify", "--store", store) == 1
     assert "alias@1" in capsys.readouterr().out
     assert run_cli("erasers", "remove", "alias@1", "--store", store) == 0
@@ -533,3 +639,31 @@ def test_cli(tmp_path, capsys):
         run_cli("erasers", "remove", "fix@x", "--store", store)
     with pytest.raises(EraserFormatError, match="not a carrier directory"):
         run_cli("erasers", "list", "--store", store, "--carrier", str(tmp_path))
+
+
+def test_migrate_keeps_versions_and_is_idempotent(tmp_path, pg_database, capsys):
+    root = tmp_path / "store"
+    src = EraserStore(root)
+    for seed in (1, 2, 3):
+        src.add(make_eraser(tmp_path / f"e{seed}", seed=seed))
+    src.remove("fix", 2)
+    src.add(make_eraser(tmp_path / "o", name="other", seed=4))
+    migrate = ("erasers", "migrate", "--from", str(root), "--to", pg_database)
+    assert run_cli(*migrate) == 0
+    out = capsys.readouterr().out
+    assert "copied fix@1\ncopied fix@3\ncopied other@1\n" in out
+    assert "3 copied, 0 already there, 0 problems" in out
+    dst = open_store(pg_database)
+    assert store_state(dst) == store_state(src) and dst.verify() == []
+
+    src.add(make_eraser(tmp_path / "e5", seed=5))  # fix@4
+    bad = src.add(make_eraser(tmp_path / "e6", seed=6))  # fix@5, damaged below
+    flip_byte(bad.path / WEIGHTS_FILE)
+    dst.remove("other")  # other@1 was given out there: never again
+    assert run_cli(*migrate) == 1
+    out = capsys.readouterr().out
+    assert "copied fix@4" in out and "1 copied, 2 already there, 2 problems" in out
+    assert "fix@5 is corrupted" in out and "cannot add other@1" in out
+    assert [r.ref for r in dst.list(all_versions=True)] == ["fix@1", "fix@3", "fix@4"]
+    with pytest.raises(EraserStoreError, match="--to must be a postgresql:// URL"):
+        run_cli("erasers", "migrate", "--from", str(root), "--to", str(tmp_path / "x"))
