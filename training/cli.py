@@ -41,8 +41,10 @@ def _cmd_data_make(args) -> None:
         behaviors=[b.strip() for b in args.behaviors.split(",") if b.strip()],
         out_dir=args.out,
         n_train=args.n_train,
+        n_dev=args.n_dev,
         n_test=args.n_test,
         n_benign_train=args.n_benign_train,
+        n_benign_dev=args.n_benign_dev,
         n_benign_test=args.n_benign_test,
         seed=args.seed,
         max_new_tokens=args.max_new_tokens,
@@ -240,7 +242,9 @@ def build_parser(extra_commands: Sequence[Callable] = ()) -> argparse.ArgumentPa
         dest="sub", required=True
     )
     p = data.add_parser(
-        "make", help="synthetic train/test JSONL; benign rows get the base model's answers"
+        "make",
+        help="train/dev/test JSONL from the built-in prompt sets (test: unseen fillers and "
+        "phrasings); benign rows get the base model's answers",
     )
     p.add_argument(
         "--model", type=Path, required=True, help="base model directory (answers benign prompts)"
@@ -249,14 +253,15 @@ def build_parser(extra_commands: Sequence[Callable] = ()) -> argparse.ArgumentPa
         "--out",
         type=Path,
         required=True,
-        help="output directory (train.jsonl, test.jsonl, meta.json)",
+        help="output directory (train.jsonl, dev.jsonl, test.jsonl, meta.json)",
     )
     p.add_argument(
         "--behaviors",
         default=DEFAULT_BEHAVIORS,
         help=f"comma-separated (default: {DEFAULT_BEHAVIORS})",
     )
-    for name in ("n_train", "n_test", "n_benign_train", "n_benign_test", "seed", "max_new_tokens"):
+    names = ("n_train", "n_dev", "n_test", "n_benign_train", "n_benign_dev", "n_benign_test")
+    for name in (*names, "seed", "max_new_tokens"):
         default = MakeDataConfig.__dataclass_fields__[name].default
         p.add_argument(
             "--" + name.replace("_", "-"), type=int, default=default, help=f"(default: {default})"
