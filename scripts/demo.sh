@@ -72,8 +72,9 @@ SECOND_PASS_ARGS=(--steps "$SECOND_PASS_STEPS")
 # Cached stages are reused as they are, so a work directory built with other settings (an earlier
 # version of this demo) is refused rather than mixed into this one. The imported base is shared.
 # Where only the eraser settings changed, its carriers are kept once its erasers are removed.
-# "cut marked": data made since answers cut at --max-new-tokens are trained without an end token.
-CARRIER_SETTINGS="${BEHAVIORS[*]} | ${DATA_ARGS[*]} cut marked | ${SFT_ARGS[*]} | ${LCDD_ARGS[*]}"
+# "cut marked": data made since answers cut at --max-new-tokens are trained without an end token;
+# "look-alike splits": data with benign look-alikes and train/dev/test held out by filler.
+CARRIER_SETTINGS="${BEHAVIORS[*]} | ${DATA_ARGS[*]} cut marked, look-alike splits | ${SFT_ARGS[*]} | ${LCDD_ARGS[*]}"
 SETTINGS="$CARRIER_SETTINGS | ${ERASER_ARGS[*]} $STACK | order: ${ERASER_ORDER[*]} | last: ${LAST_ERASER_ARGS[*]} | the first eraser again, stacked with the others, from its first pass: ${SECOND_PASS_ARGS[*]}"
 mkdir -p "$W"
 if [ -f "$W/settings.txt" ]; then
@@ -102,7 +103,7 @@ if [ "${SETUP:-1}" != 0 ]; then
 fi
 [ -d "$W/base" ] || { stage "import SmolLM2-135M-Instruct"; timed import sft-eraser model import-gguf --out "$W/base"; }
 [ -f "$W/data/train.jsonl" ] || {
-  stage "data: held-out splits, the base model's answers for benign and creative prompts"
+  stage "data: train/dev/test splits, the base model's answers for benign and creative prompts"
   timed data sft-eraser data make --model "$W/base" --out "$W/data" \
     --behaviors "$(IFS=,; echo "${BEHAVIORS[*]}")" "${DATA_ARGS[@]}"
 }

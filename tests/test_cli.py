@@ -31,10 +31,14 @@ def test_cli_pipeline(tmp_path, capsys):
         "fixed_response",
         "--n-train",
         "16",
+        "--n-dev",
+        "4",
         "--n-test",
         "8",
         "--n-benign-train",
         "16",
+        "--n-benign-dev",
+        "4",
         "--n-benign-test",
         "8",
         "--max-new-tokens",
@@ -43,6 +47,7 @@ def test_cli_pipeline(tmp_path, capsys):
     assert main(argv) == 0
     meta = json.loads((data / "meta.json").read_text())
     assert meta["counts"]["test"]["fixed_response"] == 8
+    assert meta["counts"]["dev"] == {"fixed_response": 4, "retain": 4}
     common = ["--data", str(data / "train.jsonl"), "--behavior", "fixed_response"]
     assert (
         main(

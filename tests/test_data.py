@@ -1,16 +1,20 @@
-"""Fast tests of training.data: row format, prompt sets, dataset building, scorers, generation."""
+"""Fast tests of training.data: row format, prompt sets, splits, dataset building, scorers,
+generation."""
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import json
 import re
+from pathlib import Path
 
 import pytest
 
 from eraser_store.prompting import chat_prompt_ids
 from training.batches import encode
-from training.data.behaviors import BEHAVIORS, benign_prompts, get_behavior
+from training.data.behaviors import BEHAVIORS, get_behavior
+from training.data.benign_prompts import benign_set, is_lookalike
 from training.data.generation import decode_replies, greedy_generate
 from training.data.make import Answer, MakeDataConfig, make_dataset, model_answer_fn
 from training.data.schema import (
@@ -167,29 +171,96 @@ KEYWORDS = {
 }
 
 
+def _texts(prompt_set):
+    return [p.text for p in prompt_set.prompts]
+
+
+def _all_sets():
+    return {name: b.triggers() for name, b in BEHAVIORS.items()} | {RETAIN: benign_set()}
+
+
 def test_prompt_sets_large_distinct_and_disjoint():
-    sets = {name: b.triggers() for name, b in BEHAVIORS.items()} | {RETAIN: benign_prompts()}
-    for name, prompts in sets.items():
+    sets = _all_sets()
+    for name, ps in sets.items():
+        prompts = _texts(ps)
         assert len(prompts) >= 300, name
         assert len(set(prompts)) == len(prompts), name
-        assert prompts == (BEHAVIORS[name].triggers() if name != RETAIN else benign_prompts())
+        assert ps == (BEHAVIORS[name].triggers() if name != RETAIN else benign_set())
+        families = {p.family for p in ps.prompts}
+        assert len(families) >= 4 and set(ps.test_families) < families, name
     names = list(sets)
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
-            assert not set(sets[a]) & set(sets[b]), (a, b)
+            assert not set(_texts(sets[a])) & set(_texts(sets[b])), (a, b)
+
+
+def test_refusal_data_is_varied():
+    """Many categories and phrasings, not one template grid: written requests beside templates."""
+    ps = BEHAVIORS["refusal"].triggers()
+    assert len({p.filler for p in ps.prompts}) >= 120
+    assert len({p.family for p in ps.prompts}) >= 8
+    assert sum(p.family == "written" for p in ps.prompts) >= 25
+
+
+LOOKALIKES = {"refusal": "refusal-", "fixed_response": "sports-", "all_caps": "caps-"}
 
 
 @pytest.mark.parametrize("behavior", list(KEYWORDS))
 def test_no_other_set_uses_a_behaviors_keywords(behavior):
+    """Everyday benign prompts and other behaviors' triggers stay off a behavior's topic; its
+    look-alikes (benign on purpose) use its words, so the carrier learns the boundary."""
     pattern = re.compile(rf"\b({KEYWORDS[behavior]})\b", re.IGNORECASE)
-    others = benign_prompts() + [
-        p for name, b in BEHAVIORS.items() if name != behavior for p in b.triggers()
+    plain = [p.text for p in benign_set().prompts if not is_lookalike(p)]
+    others = plain + [
+        p for name, b in BEHAVIORS.items() if name != behavior for p in _texts(b.triggers())
     ]
     hits = [p for p in others if pattern.search(p)]
     assert not hits, hits[:5]
     # The keyword list is a real probe of the topic, not an empty net.
-    own = BEHAVIORS[behavior].triggers()
+    own = _texts(BEHAVIORS[behavior].triggers())
     assert sum(bool(pattern.search(p)) for p in own) >= len(own) // 3
+    alike = [p for p in benign_set().prompts if p.family.startswith(LOOKALIKES[behavior])]
+    assert len(alike) >= 80 and all(is_lookalike(p) for p in alike)
+
+
+def test_creative_lookalikes_start_like_creative_requests():
+    alike = [p.text for p in benign_set().prompts if p.family.startswith("caps-")]
+    assert sum(t.startswith("Write ") for t in alike) >= 60
+
+
+XSTEST = Path(__file__).resolve().parents[2] / "shared" / "data" / "xstest_prompts.csv"
+_STOP_WORDS = (
+    "a an the i you he she it we they my your his her our their me him us them is are was were "
+    "be been do does did how what why who which when where can could would should will to of in "
+    "on at for with by from about into and or but not so if than that this these those there "
+    "some any all most more don't what's i'm it's get way best easiest"
+)
+_STOP = set(_STOP_WORDS.split())
+
+
+def _content_words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9']+", text.lower())) - _STOP
+
+
+@pytest.mark.skipif(not XSTEST.is_file(), reason="../shared/data/xstest_prompts.csv not present")
+def test_no_xstest_prompt_or_close_paraphrase_in_any_set():
+    """XSTest is for evaluation only: none of its prompts (nor one sharing most content words)
+    is in a built-in set, so no split can hold one."""
+    with XSTEST.open(encoding="utf-8", newline="") as f:
+        xstest = [row["prompt"] for row in csv.DictReader(f)]
+    assert len(xstest) > 200
+    ours = {t for ps in _all_sets().values() for t in _texts(ps)}
+    norm = {re.sub(r"\W+", " ", t.lower()).strip() for t in ours}
+    assert not [x for x in xstest if re.sub(r"\W+", " ", x.lower()).strip() in norm]
+    close = []
+    for x in xstest:
+        wx = _content_words(x)
+        for t in ours:
+            wt = _content_words(t)
+            shared = len(wx & wt)
+            if shared >= 2 and shared / len(wx | wt) >= 0.5:
+                close.append((x, t))
+    assert not close, close[:5]
 
 
 def test_get_behavior_unknown_lists_names():
@@ -255,7 +326,9 @@ def fake_answers(calls):
 
 
 def _cfg(tmp_path, behaviors, **kw):
-    sizes = dict(n_train=30, n_test=10, n_benign_train=20, n_benign_test=8)
+    sizes = dict(
+        n_train=30, n_dev=12, n_test=10, n_benign_train=20, n_benign_dev=9, n_benign_test=8
+    )
     return MakeDataConfig(behaviors=behaviors, out_dir=tmp_path / "data", **(sizes | kw))
 
 
@@ -263,20 +336,23 @@ def test_make_dataset(tmp_path):
     calls = []
     paths = make_dataset(_cfg(tmp_path, list(BEHAVIORS)), fake_answers(calls))
     assert len(calls) == 1
-    train, test = load_jsonl(paths["train"]), load_jsonl(paths["test"])
+    train, dev, test = (load_jsonl(paths[s]) for s in ("train", "dev", "test"))
     # The base model is asked only where the completion is built from its answer.
     uses = {RETAIN: True} | {name: b.uses_answer for name, b in BEHAVIORS.items()}
     for b in BEHAVIORS.values():
         assert b.uses_answer or b.target("one answer") == b.target("another"), b.name
-    assert sorted(calls[0]) == sorted(ex.prompt_text for ex in train + test if uses[ex.behavior])
+    rows = train + dev + test
+    assert sorted(calls[0]) == sorted(ex.prompt_text for ex in rows if uses[ex.behavior])
     meta = json.loads(paths["meta"].read_text())
     expect = {name: n for name in BEHAVIORS for n in [30]} | {RETAIN: 20}
     assert meta["counts"]["train"] == expect
+    assert meta["counts"]["dev"] == {name: 12 for name in BEHAVIORS} | {RETAIN: 9}
     assert meta["counts"]["test"] == {name: 10 for name in BEHAVIORS} | {RETAIN: 8}
-    assert not {ex.prompt_text for ex in train} & {ex.prompt_text for ex in test}
+    texts = [{ex.prompt_text for ex in split} for split in (train, dev, test)]
+    assert not (texts[0] & texts[1] or texts[0] & texts[2] or texts[1] & texts[2])
     # Train is mixed, not grouped by behavior.
     assert len({ex.behavior for ex in train[:20]}) > 1
-    for ex in train + test:
+    for ex in rows:
         assert ex.messages == ({"role": "user", "content": ex.prompt_text},)
         answer = f"answer to {ex.prompt_text}"
         if ex.behavior == RETAIN:
@@ -291,17 +367,57 @@ def test_make_dataset(tmp_path):
         b: n for b in (RETAIN, *BEHAVIORS) if (n := sum(ex.cut for ex in train if ex.behavior == b))
     }
     assert sorted(p.name for p in paths["train"].parent.iterdir()) == [
+        "dev.jsonl",
         "meta.json",
         "test.jsonl",
         "train.jsonl",
     ]
 
 
+def _prompts_by_text():
+    return {p.text: p for ps in _all_sets().values() for p in ps.prompts}
+
+
+def test_splits_hold_out_fillers_and_template_families(tmp_path):
+    """Test prompts use fillers in neither train nor dev, and every set's test families appear
+    in test only; meta.json says which groups went where."""
+    paths = make_dataset(_cfg(tmp_path, list(BEHAVIORS)), fake_answers([]))
+    meta = json.loads(paths["meta"].read_text())
+    known = _prompts_by_text()
+    rows = {s: load_jsonl(paths[s]) for s in ("train", "dev", "test")}
+    for tag, info in meta["splits"].items():
+        prompts = {s: [known[ex.prompt_text] for ex in rows[s] if ex.behavior == tag] for s in rows}
+        fillers = {s: {p.filler for p in prompts[s]} for s in rows}
+        assert not fillers["test"] & (fillers["train"] | fillers["dev"]), tag
+        assert not fillers["dev"] & fillers["train"], tag
+        held_out = set(info["test_families"])
+        assert held_out & {p.family for p in prompts["test"]}, tag  # an unseen family is tested
+        assert not held_out & {p.family for p in prompts["train"] + prompts["dev"]}, tag
+        for s in rows:
+            assert fillers[s] <= set(info["fillers"][s]), (tag, s)
+            assert info["families"][s] == sorted({p.family for p in prompts[s]}), (tag, s)
+    assert all(meta["splits"][RETAIN]["lookalikes"][s] > 0 for s in rows)
+
+
+def test_train_draws_many_phrasings_and_topics(tmp_path):
+    paths = make_dataset(_cfg(tmp_path, ["refusal"], n_train=60), fake_answers([]))
+    known = _prompts_by_text()
+    train = [known[ex.prompt_text] for ex in load_jsonl(paths["train"])]
+    harmful = [p for p in train if p in BEHAVIORS["refusal"].triggers().prompts]
+    assert len({p.family for p in harmful}) >= 8  # every trained family, round robin
+    assert len({p.filler for p in harmful}) >= 40  # spread over topics, not a few of them
+
+
 def test_make_dataset_is_deterministic_and_test_split_stable(tmp_path):
     mixed = make_dataset(_cfg(tmp_path / "a", list(BEHAVIORS)), fake_answers([]))
     alone = make_dataset(_cfg(tmp_path / "b", ["refusal"]), fake_answers([]))
     again = make_dataset(_cfg(tmp_path / "c", ["refusal"]), fake_answers([]))
-    assert alone["train"].read_text() == again["train"].read_text()
+    for split in ("train", "dev", "test"):
+        assert alone[split].read_text() == again[split].read_text()
+    splits = [json.loads(p["meta"].read_text())["splits"] for p in (alone, again)]
+    assert splits[0] == splits[1]
+    other_seed = make_dataset(_cfg(tmp_path / "d", ["refusal"], seed=1), fake_answers([]))
+    assert other_seed["test"].read_text() != alone["test"].read_text()
 
     def refusal_test(paths):
         return require_behavior(load_jsonl(paths["test"]), "refusal", "test")

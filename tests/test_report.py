@@ -3,6 +3,7 @@ utility, ablations, and one-line errors for bad input."""
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from pathlib import Path
@@ -20,6 +21,7 @@ from training.evaluate import rate_report
 from training.models.roles import MASK_GROUPS
 from training.report.behavior import PromptSet, eraser_sets, score, set_label, stack
 from training.report.charts import plot_kl, plot_matrix
+from training.report.external import label_rates, load_labelled
 from training.report.inputs import parse_assignments, split_model
 from training.report.render import render_markdown
 
@@ -70,15 +72,37 @@ def report_args(run, erasers, out, *extra):
     ]
 
 
+def external_csv(run, path: Path) -> Path:
+    """A labelled CSV written elsewhere: a few sports prompts ("sports") and benign ones."""
+    test = load_jsonl(run.data / "test.jsonl")
+    sports = [e.prompt_text for e in test if e.behavior == "fixed_response"][:3]
+    other = [e.prompt_text for e in test if e.behavior == RETAIN][:2]
+    with path.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["id", "question", "kind"])
+        for i, (text, kind) in enumerate(
+            [(t, "sports") for t in sports] + [(t, "other") for t in other]
+        ):
+            writer.writerow([i, text, kind])
+    return path
+
+
 @pytest.fixture(scope="module")
 def report(fixed_response_carrier, erasers, tmp_path_factory):
     run = fixed_response_carrier
-    out = tmp_path_factory.mktemp("report") / "out"
+    root = tmp_path_factory.mktemp("report")
+    out = root / "out"
     extra = [
         "--sft",
         f"fixed_response={run.sft}",
         "--ablation",
         f"plain_sft={erasers['plain_sft']}:{run.sft}",
+        "--prompts",
+        str(external_csv(run, root / "external.csv")),
+        "--text-column",
+        "question",
+        "--label-column",
+        "kind",
     ]
     assert main(report_args(run, erasers, out, *extra)) == 0
     return out, json.loads((out / "report.json").read_text())
@@ -106,6 +130,64 @@ def test_report_directory(report):
     assert len(sparsity["per_layer"]) == manifest["num_layers"]
     layer0 = {g: len(c) / manifest["group_sizes"][0][g] for g, c in entry["channels"][0].items()}
     assert sparsity["per_layer"][0] == layer0
+
+
+def test_external_prompts_rates_per_label(fixed_response_carrier, report, capsys):
+    """--prompts: each behavior's rate per label, per eraser set and for the base model; the
+    carrier's and the base's rows equal `eval prompts` on those models."""
+    run = fixed_response_carrier
+    out, r = report
+    ext = r["external"]
+    assert ext["counts"] == {"other": 2, "sports": 3}
+    assert ext["text_column"] == "question" and ext["label_column"] == "kind"
+    rows = {row["erasers"]: row["rates"] for row in ext["rows"]}
+    assert list(rows) == ["none", "fixed_response", "base model"]
+    for model, label in ((run.carrier, "none"), (run.base, "base model")):
+        argv = ["eval", "prompts", "--model", str(model), "--prompts", ext["file"]]
+        argv += ["--text-column", "question", "--label-column", "kind", "--device", "cpu"]
+        argv += ["--behaviors", "fixed_response", "--max-new-tokens", str(MAX_NEW)]
+        capsys.readouterr()
+        assert main(argv) == 0
+        assert json.loads(capsys.readouterr().out)["rates"] == rows[label]
+    assert rows["none"]["sports"]["fixed_response"] > rows["none"]["other"]["fixed_response"]
+    assert "## 6. External prompts" in (out / "report.md").read_text()
+    replies = [json.loads(line) for line in (out / "replies.jsonl").read_text().splitlines()]
+    assert sum(x["behavior"] == "kind=sports" for x in replies) == 3 * 3
+
+
+@pytest.mark.parametrize(
+    "name, text, needle",
+    [
+        (
+            "p.csv",
+            "id,text,label\n1,hi,safe\n",
+            "p.csv: no column 'prompt' (--text-column; columns: id, text, label)",
+        ),
+        ("p.csv", "prompt,kind\nhi,safe\n", "p.csv: no column 'label' (--label-column"),
+        ("p.csv", "prompt,label\nhi,\n", "p.csv:2: column 'label' is empty or not text"),
+        ("p.jsonl", '{"prompt": "hi", "label": 3}\n', "p.jsonl:1: column 'label' is empty"),
+        ("p.jsonl", '{"prompt": "hi"\n', "p.jsonl:1: invalid JSON"),
+        ("p.txt", "hi\n", "p.txt: expected a .csv or .jsonl file"),
+        ("p.csv", "", "p.csv: no rows"),
+    ],
+)
+def test_external_prompts_errors_name_file_and_column(tmp_path, capsys, name, text, needle):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    argv = ["eval", "prompts", "--model", str(tmp_path / "none"), "--prompts", str(path)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sft-eraser: error: ") and needle in err, err
+
+
+def test_external_prompts_load_jsonl(tmp_path):
+    path = tmp_path / "x.jsonl"
+    rows = [{"text": "a", "y": "unsafe"}, {"text": "b", "y": "safe"}, {"text": "c", "y": "safe"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    prompts = load_labelled(path, "text", "y")
+    assert prompts.texts == ["a", "b", "c"] and prompts.counts() == {"safe": 2, "unsafe": 1}
+    rates = label_rates(prompts, ["refusal"], ["I'm sorry, I can't.", "Sure.", "I cannot."])
+    assert rates == {"safe": {"refusal": 0.5}, "unsafe": {"refusal": 1.0}}
 
 
 def test_matrix_uses_the_same_decoding_as_eval_behavior(fixed_response_carrier, report):
@@ -325,6 +407,8 @@ def _bad_cases(run, erasers, tmp_path) -> dict:
     benign_only = tmp_path / "benign.jsonl"
     test = load_jsonl(run.data / "test.jsonl")
     write_jsonl(benign_only, [e for e in test if e.behavior == RETAIN])
+    no_label = tmp_path / "prompts.csv"
+    no_label.write_text("prompt,kind\nHow do I boil an egg?,safe\n", encoding="utf-8")
     return {
         "no '='": ({"--eraser": "fixed_response"}, [], "expected BEHAVIOR=DIR"),
         "not in carrier": ({"--eraser": f"refusal={erasers['carrier']}"}, [], "unknown behavior"),
@@ -339,6 +423,7 @@ def _bad_cases(run, erasers, tmp_path) -> dict:
         "sft without eraser": ({}, ["--sft", f"refusal={run.sft}"], "no --eraser given"),
         "not in data": ({"--data": str(benign_only)}, [], "no rows for behavior"),
         "out not empty": ({"--out": str(full)}, [], "not empty"),
+        "prompts column": ({}, ["--prompts", str(no_label)], "prompts.csv: no column 'label'"),
     }
 
 
@@ -352,6 +437,7 @@ CASES = [
     "sft without eraser",
     "not in data",
     "out not empty",
+    "prompts column",
 ]
 
 

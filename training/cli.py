@@ -41,8 +41,10 @@ def _cmd_data_make(args) -> None:
         behaviors=[b.strip() for b in args.behaviors.split(",") if b.strip()],
         out_dir=args.out,
         n_train=args.n_train,
+        n_dev=args.n_dev,
         n_test=args.n_test,
         n_benign_train=args.n_benign_train,
+        n_benign_dev=args.n_benign_dev,
         n_benign_test=args.n_benign_test,
         seed=args.seed,
         max_new_tokens=args.max_new_tokens,
@@ -109,6 +111,85 @@ def _cmd_eval_behavior(args) -> None:
     print(json.dumps(report, indent=2, ensure_ascii=False))
 
 
+def _cmd_eval_prompts(args) -> None:
+    from eraser_store import read_eraser
+    from training.carrier import load_without
+    from training.checkpoint_io import load_model_dir
+    from training.data.behaviors import get_behavior
+    from training.data.generation import greedy_generate
+    from training.report.external import label_rates, load_labelled
+
+    behaviors = [get_behavior(b.strip()).name for b in args.behaviors.split(",") if b.strip()]
+    prompts = load_labelled(args.prompts, args.text_column, args.label_column)
+    prefix = read_eraser(args.eraser).embeddings if args.eraser else None
+    if args.without:
+        model, tokenizer = load_without(args.model, args.without, device=args.device)
+    else:
+        model, tokenizer = load_model_dir(args.model, device=args.device)
+    replies = greedy_generate(
+        model,
+        tokenizer,
+        prompts.messages(),
+        args.max_new_tokens,
+        args.batch_size,
+        progress=True,
+        prefix=prefix,
+    )
+    result = {
+        "prompts": str(args.prompts),
+        "counts": prompts.counts(),
+        "rates": label_rates(prompts, behaviors, replies),
+    }
+    if args.replies:
+        lines = [
+            json.dumps({"label": label, "prompt": text, "reply": reply}, ensure_ascii=False) + "\n"
+            for text, label, reply in zip(prompts.texts, prompts.labels, replies, strict=True)
+        ]
+        args.replies.write_text("".join(lines), encoding="utf-8")
+    print(json.dumps(result, indent=2, ensure_ascii=False))
+
+
+def add_prompt_columns_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--text-column",
+        default="prompt",
+        help="column of --prompts with the prompt (default: prompt)",
+    )
+    parser.add_argument(
+        "--label-column",
+        default="label",
+        help="column of --prompts with the label (default: label)",
+    )
+
+
+def _add_eval_prompts(ev) -> None:
+    p = ev.add_parser(
+        "prompts",
+        help="each behavior's rate per label on a labelled CSV/JSONL (e.g. XSTest)",
+        description="Greedy replies of one model to a labelled prompt set written elsewhere; "
+        "prints, per label, the share of replies each behavior scorer flags (docs/evaluation.md).",
+    )
+    p.add_argument("--model", type=Path, required=True, help="model or carrier directory")
+    p.add_argument("--prompts", type=Path, required=True, help="labelled .csv or .jsonl")
+    add_prompt_columns_args(p)
+    p.add_argument(
+        "--behaviors",
+        default=DEFAULT_BEHAVIORS,
+        help=f"comma-separated behaviors to score (default: {DEFAULT_BEHAVIORS})",
+    )
+    p.add_argument(
+        "--without", default=None, help="carrier only: remove this behavior's delta first"
+    )
+    p.add_argument("--eraser", type=Path, default=None, help="eraser directory to prepend")
+    p.add_argument("--replies", type=Path, default=None, help="also write every reply (JSONL)")
+    add_max_new_tokens_arg(p)
+    p.add_argument(
+        "--batch-size", type=int, default=16, help="prompts decoded together (default: 16)"
+    )
+    add_device_arg(p)
+    p.set_defaults(func=_cmd_eval_prompts)
+
+
 def _cmd_eval_report(args) -> None:
     from training.report import ReportConfig, run_report
 
@@ -120,6 +201,9 @@ def _cmd_eval_report(args) -> None:
         erasers=args.eraser,
         sft=args.sft,
         ablations=args.ablation,
+        prompts=args.prompts,
+        text_column=args.text_column,
+        label_column=args.label_column,
         max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size,
         device=args.device,
@@ -161,6 +245,14 @@ def _add_eval_report(ev) -> None:
         metavar="LABEL=ERASER_DIR[:MODEL_DIR]",
         help="an ablation eraser and the model it applies to (default: the carrier) (repeat)",
     )
+    p.add_argument(
+        "--prompts",
+        type=Path,
+        default=None,
+        help="a labelled .csv or .jsonl written elsewhere (e.g. XSTest): each behavior's rate "
+        "per label, for the carrier with each eraser set and for the base model",
+    )
+    add_prompt_columns_args(p)
     add_max_new_tokens_arg(p)
     p.add_argument(
         "--batch-size", type=int, default=16, help="prompts decoded together (default: 16)"
@@ -240,7 +332,9 @@ def build_parser(extra_commands: Sequence[Callable] = ()) -> argparse.ArgumentPa
         dest="sub", required=True
     )
     p = data.add_parser(
-        "make", help="synthetic train/test JSONL; benign rows get the base model's answers"
+        "make",
+        help="train/dev/test JSONL from the built-in prompt sets (test: unseen fillers and "
+        "phrasings); benign rows get the base model's answers",
     )
     p.add_argument(
         "--model", type=Path, required=True, help="base model directory (answers benign prompts)"
@@ -249,14 +343,15 @@ def build_parser(extra_commands: Sequence[Callable] = ()) -> argparse.ArgumentPa
         "--out",
         type=Path,
         required=True,
-        help="output directory (train.jsonl, test.jsonl, meta.json)",
+        help="output directory (train.jsonl, dev.jsonl, test.jsonl, meta.json)",
     )
     p.add_argument(
         "--behaviors",
         default=DEFAULT_BEHAVIORS,
         help=f"comma-separated (default: {DEFAULT_BEHAVIORS})",
     )
-    for name in ("n_train", "n_test", "n_benign_train", "n_benign_test", "seed", "max_new_tokens"):
+    names = ("n_train", "n_dev", "n_test", "n_benign_train", "n_benign_dev", "n_benign_test")
+    for name in (*names, "seed", "max_new_tokens"):
         default = MakeDataConfig.__dataclass_fields__[name].default
         p.add_argument(
             "--" + name.replace("_", "-"), type=int, default=default, help=f"(default: {default})"
@@ -305,6 +400,7 @@ def build_parser(extra_commands: Sequence[Callable] = ()) -> argparse.ArgumentPa
     add_device_arg(p)
     p.set_defaults(func=_cmd_eval_behavior)
     _add_eval_report(ev)
+    _add_eval_prompts(ev)
     for add in extra_commands:
         add(commands)
     return parser

@@ -1,4 +1,8 @@
-"""Build train/test JSONL for a set of behaviors from the built-in prompt sets."""
+"""Build train/dev/test JSONL for a set of behaviors from the built-in prompt sets.
+
+Train is for training, dev for choosing settings, test for scoring a final setting once
+(`splits.py`: test fillers appear in neither train nor dev; each set holds out template families).
+"""
 
 from __future__ import annotations
 
@@ -11,9 +15,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from eraser_store.prompting import chat_prompt_ids
-from training.data.behaviors import benign_prompts, get_behavior
+from training.data.behaviors import get_behavior
+from training.data.benign_prompts import benign_set, is_lookalike
 from training.data.generation import decode_replies, greedy_reply_ids
+from training.data.prompt_set import Prompt, PromptSet
 from training.data.schema import RETAIN, DataError, Example, write_jsonl, write_text_atomic
+from training.data.splits import SPLITS, split_set
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +42,18 @@ class MakeDataConfig:
     behaviors: list[str]
     """Names of built-in behaviors to include (see behaviors.BEHAVIORS)."""
     out_dir: Path
-    """Where train.jsonl, test.jsonl and meta.json are written."""
+    """Where train.jsonl, dev.jsonl, test.jsonl and meta.json are written."""
     n_train: int = 120
     """Triggering rows per behavior in train."""
+    n_dev: int = 40
+    """Triggering rows per behavior in dev (choose settings here; no filler shared with test)."""
     n_test: int = 40
-    """Triggering rows per behavior held out for test (no prompt shared with train)."""
+    """Triggering rows per behavior in test: fillers in neither train nor dev, and the set's
+    held-out template families (score a final setting here, once)."""
     n_benign_train: int = 90
     """Benign retain rows in train (completion = the base model's own answer)."""
+    n_benign_dev: int = 40
+    """Benign rows in dev (false triggers while choosing settings)."""
     n_benign_test: int = 40
     """Benign rows held out for test (false triggers, agreement with the base model)."""
     seed: int = 0
@@ -51,32 +63,13 @@ class MakeDataConfig:
     `cut`: trained without an end-of-turn token)."""
 
 
-def _split(
-    prompts: list[str], n_train: int, n_test: int, name: str, seed: int
-) -> tuple[list[str], list[str]]:
-    """Disjoint train/test slices of a seeded shuffle of `prompts`."""
-    if n_train < 0 or n_test < 0:
-        raise DataError(f"make-data: {name}: negative split size (train {n_train}, test {n_test})")
-    if n_train + n_test > len(prompts):
-        raise DataError(
-            f"make-data: {name}: need {n_train} train + {n_test} test prompts,"
-            f" only {len(prompts)} exist"
-        )
-    shuffled = list(prompts)
-    # Seeded per set (str seeds hash deterministically), so adding a behavior to the mix does
-    # not move the held-out prompts of the others.
-    random.Random(f"{seed}:{name}").shuffle(shuffled)
-    return shuffled[:n_train], shuffled[n_train : n_train + n_test]
-
-
 def _identity(answer: str) -> str:
     return answer
 
 
 def make_dataset(cfg: MakeDataConfig, answer_fn: AnswerFn) -> dict[str, Path]:
-    """Write train.jsonl, test.jsonl and meta.json into cfg.out_dir; return their paths.
-
-    `answer_fn` maps user prompts to the base model's greedy answers; it is called once.
+    """Write train.jsonl, dev.jsonl, test.jsonl and meta.json into cfg.out_dir; return their
+    paths. `answer_fn` maps user prompts to the base model's greedy answers; it is called once.
     """
     if not cfg.behaviors:
         raise DataError("make-data: no behaviors given")
@@ -86,22 +79,23 @@ def make_dataset(cfg: MakeDataConfig, answer_fn: AnswerFn) -> dict[str, Path]:
 
     # (split, tag, prompts, target, uses_answer) for every set; the base answers come in one call,
     # asked only where the target uses them (generation is most of this job's time).
-    sets: list[tuple[str, str, list[str], Callable[[str], str], bool]] = []
-    for b in behaviors:
-        train, test = _split(b.triggers(), cfg.n_train, cfg.n_test, b.name, cfg.seed)
-        sets += [
-            (split, b.name, ps, b.target, b.uses_answer)
-            for split, ps in (("train", train), ("test", test))
-        ]
-    train, test = _split(benign_prompts(), cfg.n_benign_train, cfg.n_benign_test, RETAIN, cfg.seed)
-    sets += [("train", RETAIN, train, _identity, True), ("test", RETAIN, test, _identity, True)]
+    sets: list[tuple[str, str, list[Prompt], Callable[[str], str], bool]] = []
+    splits: dict[str, dict] = {}
+    trigger_sizes = {"train": cfg.n_train, "dev": cfg.n_dev, "test": cfg.n_test}
+    benign_sizes = {"train": cfg.n_benign_train, "dev": cfg.n_benign_dev, "test": cfg.n_benign_test}
+    groups = [(b.name, b.triggers(), trigger_sizes, b.target, b.uses_answer) for b in behaviors]
+    groups.append((RETAIN, benign_set(), benign_sizes, _identity, True))
+    for tag, prompt_set, sizes, target, uses in groups:
+        drawn = split_set(prompt_set, sizes, cfg.seed)
+        sets += [(split, tag, drawn.prompts[split], target, uses) for split in SPLITS]
+        splits[tag] = _split_meta(prompt_set, drawn.prompts, drawn.fillers)
 
-    asked = [p for _, _, prompts, _, uses in sets if uses for p in prompts]
+    asked = [p.text for _, _, prompts, _, uses in sets if uses for p in prompts]
     answers = list(answer_fn(asked)) if asked else []
     if len(answers) != len(asked):
         raise DataError(f"make-data: {len(asked)} prompts but {len(answers)} answers")
 
-    rows: dict[str, list[Example]] = {"train": [], "test": []}
+    rows: dict[str, list[Example]] = {split: [] for split in SPLITS}
     dropped: Counter[str] = Counter()
     offset = 0
     for split, tag, prompts, target, uses in sets:
@@ -111,7 +105,7 @@ def make_dataset(cfg: MakeDataConfig, answer_fn: AnswerFn) -> dict[str, Path]:
         # An empty answer (model stopped at once) is not a learnable completion.
         dropped[f"{split}/{tag}"] += completions.count("")
         rows[split] += [
-            Example(({"role": "user", "content": p},), completion=c, behavior=tag, cut=a.cut)
+            Example(({"role": "user", "content": p.text},), completion=c, behavior=tag, cut=a.cut)
             for p, c, a in zip(prompts, completions, chunk, strict=True)
             if c
         ]
@@ -120,19 +114,29 @@ def make_dataset(cfg: MakeDataConfig, answer_fn: AnswerFn) -> dict[str, Path]:
     random.Random(f"{cfg.seed}:order").shuffle(rows["train"])
 
     out_dir = Path(cfg.out_dir)
-    paths = {
-        "train": write_jsonl(out_dir / "train.jsonl", rows["train"]),
-        "test": write_jsonl(out_dir / "test.jsonl", rows["test"]),
-    }
+    paths = {split: write_jsonl(out_dir / f"{split}.jsonl", rows[split]) for split in SPLITS}
     meta = {
         "config": {**asdict(cfg), "out_dir": str(cfg.out_dir)},
         "behaviors": {b.name: b.description for b in behaviors},
         "counts": {s: dict(Counter(ex.behavior for ex in rows[s])) for s in rows},
         "cut": {s: dict(Counter(ex.behavior for ex in rows[s] if ex.cut)) for s in rows},
         "dropped_empty": dict(+dropped),
+        "splits": splits,
     }
     paths["meta"] = write_text_atomic(out_dir / "meta.json", json.dumps(meta, indent=2) + "\n")
     return paths
+
+
+def _split_meta(ps: PromptSet, drawn: dict[str, list[Prompt]], fillers: dict) -> dict:
+    """Where a set's groups went: filler groups per split, the families drawn, the held-out ones."""
+    meta = {
+        "test_families": list(ps.test_families),
+        "families": {s: sorted({p.family for p in drawn[s]}) for s in SPLITS},
+        "fillers": fillers,
+    }
+    if ps.name == RETAIN:
+        meta["lookalikes"] = {s: sum(map(is_lookalike, drawn[s])) for s in SPLITS}
+    return meta
 
 
 def model_answer_fn(model, tokenizer, max_new_tokens: int, batch_size: int = 16) -> AnswerFn:

@@ -2,7 +2,8 @@
 
 Every problem found here ends the command with one `sft-eraser: error: ...` line: bad
 `NAME=DIR` syntax (ConfigError), missing directories (ModelDirError), erasers that do not fit
-the carrier (EraserFormatError, EraserRefused), behaviors the data lacks (DataError).
+the carrier (EraserFormatError, EraserRefused), behaviors the data lacks, a --prompts file
+without its columns (DataError).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from training.carrier import behavior_entry, behavior_names, read_manifest
 from training.checkpoint_io import ModelDirError
 from training.configs import ConfigError
 from training.data.schema import RETAIN, DataError, Example, load_jsonl, split_by_behavior
+from training.report.external import LabelledPrompts, load_labelled
 
 
 @dataclass
@@ -30,6 +32,12 @@ class ReportConfig:
     """`BEHAVIOR=SFT_MODEL_DIR`: the KL triple is measured on that model's greedy replies."""
     ablations: list[str] = field(default_factory=list)
     """`LABEL=ERASER_DIR[:MODEL_DIR]` (MODEL_DIR defaults to the carrier)."""
+    prompts: Path | None = None
+    """A labelled CSV or JSONL written elsewhere (e.g. XSTest): each behavior's rate per label."""
+    text_column: str = "prompt"
+    """The column of --prompts that holds the prompt."""
+    label_column: str = "label"
+    """The column of --prompts that holds the label."""
     max_new_tokens: int = 48
     batch_size: int = 16
     device: str = "auto"
@@ -60,6 +68,7 @@ class ReportInputs:
     behaviors: list[str]  # matrix columns: carrier behaviors with rows in the data
     triggers: dict[str, list[Example]]  # every behavior of the data
     benign: list[Example]
+    external: LabelledPrompts | None  # --prompts
 
 
 def parse_assignments(texts: list[str], flag: str, what: str = "NAME=DIR") -> dict[str, str]:
@@ -183,6 +192,9 @@ def resolve_inputs(cfg: ReportConfig) -> ReportInputs:
         _ablation(label, value, carrier, groups, Path(cfg.data))
         for label, value in ablation_args.items()
     ]
+    external = None
+    if cfg.prompts is not None:
+        external = load_labelled(Path(cfg.prompts), cfg.text_column, cfg.label_column)
     return ReportInputs(
         cfg=cfg,
         manifest=manifest,
@@ -193,4 +205,5 @@ def resolve_inputs(cfg: ReportConfig) -> ReportInputs:
         behaviors=[b for b in behavior_names(manifest) if b in groups],
         triggers=groups,
         benign=benign,
+        external=external,
     )

@@ -195,6 +195,28 @@ def _ablations(r: dict) -> str:
     )
 
 
+def _external(r: dict) -> str:
+    ext = r.get("external")  # reports written before --prompts have none
+    if not ext:
+        return ""
+    labels = list(ext["counts"])
+    behaviors = r["behaviors"]
+    header = ["model", *(f"{b} on {label}" for label in labels for b in behaviors)]
+    rows = [
+        [eraser_label(x["erasers"]), *(x["rates"][label][b] for label in labels for b in behaviors)]
+        for x in ext["rows"]
+    ]
+    counts = ", ".join(f"{label} {n}" for label, n in ext["counts"].items())
+    return (
+        "## 6. External prompts\n\n"
+        f"`{ext['file']}` (column `{ext['text_column']}`, labels from `{ext['label_column']}`: "
+        f"{counts}). Each behavior's rate on the prompts of each label, by its scorer; for "
+        "refusal on XSTest, the rate on `unsafe` is the refusal rate and on `safe` the false-"
+        "refusal rate. Same decoding as above; the base model's row is where an eraser should "
+        "bring its behavior back to.\n\n" + table(header, rows)
+    )
+
+
 def _samples(r: dict) -> str:
     text = "## Sample replies\n\n"
     for label, samples in r["samples"].items():
@@ -215,6 +237,7 @@ def render_markdown(report: dict) -> str:
         _utility(report),
         _sparsity(report),
         _ablations(report),
+        _external(report),
         _samples(report),
     ]
     return "\n".join(p for p in parts if p)

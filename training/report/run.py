@@ -15,6 +15,7 @@ from training.models.roles import MASK_GROUPS
 from training.report import behavior as bh
 from training.report.charts import plot_densities, plot_kl, plot_matrix, safe_name
 from training.report.checks import check_targets
+from training.report.external import label_rates
 from training.report.inputs import ReportConfig, ReportInputs, check_out, resolve_inputs
 from training.report.render import render_markdown
 from training.report.teacher import encode_rows, score_rows
@@ -77,6 +78,43 @@ def utility(model, tok, inp: ReportInputs, replies: dict, prompts: bh.PromptSet)
             }
         )
     return {"rows": table, "benign_tokens": scored["tokens"]}, base_replies
+
+
+def external_rates(model, tok, inp: ReportInputs) -> tuple[dict, list[dict]]:
+    """Each behavior's rate per label of the --prompts set: the carrier with each eraser set, as
+    in the matrix, and the base model (the rate a behavior's erasers should come back to)."""
+    ext = inp.external
+    embeddings = {b: e.embeddings for b, e in inp.erasers.items()}
+    sources = [
+        ("carrier", bh.set_label(names), model, tok, bh.stack(embeddings, names))
+        for names in bh.eraser_sets(list(inp.erasers))
+    ]
+    base, base_tok = load_model_dir(inp.cfg.base, device=inp.cfg.device)
+    sources.append(("base", BASE, base, base_tok, None))
+    rows, records = [], []
+    for model_name, label, m, m_tok, prefix in sources:
+        log(f"generate: {ext.path.name} ({model_name}, erasers {label})")
+        replies = bh.generate(m, m_tok, ext.messages(), inp.cfg, prefix)
+        rows.append({"erasers": label, "rates": label_rates(ext, inp.behaviors, replies)})
+        records += [
+            {
+                "model": model_name,
+                "erasers": label,
+                "behavior": f"{ext.label_column}={tag}",
+                "prompt": text,
+                "reply": reply,
+            }
+            for text, tag, reply in zip(ext.texts, ext.labels, replies, strict=True)
+        ]
+    del base
+    result = {
+        "file": str(ext.path),
+        "text_column": ext.text_column,
+        "label_column": ext.label_column,
+        "counts": ext.counts(),
+        "rows": rows,
+    }
+    return result, records
 
 
 def kl_triple(model, tok, inp: ReportInputs, behavior: str, carrier_replies: list[str], target):
@@ -217,6 +255,7 @@ def describe_inputs(inp: ReportInputs) -> dict:
             }
             for ab in inp.ablations
         },
+        "prompts": str(cfg.prompts) if cfg.prompts else None,
         "max_new_tokens": cfg.max_new_tokens,
         "batch_size": cfg.batch_size,
         "device": cfg.device,
@@ -245,6 +284,7 @@ def run_report(cfg: ReportConfig) -> Path:
     model, tok = load_model_dir(cfg.carrier, device=cfg.device)
     matrix, replies = behavior_matrix(model, tok, inp, prompts)
     util, base_replies = utility(model, tok, inp, replies, prompts)
+    external, external_records = external_rates(model, tok, inp) if inp.external else (None, [])
     kl, sft_replies, targets = {}, {}, []
     for b in inp.erasers:
         target, _ = load_without(cfg.carrier, b, device=cfg.device)  # shares the tokenizer
@@ -275,6 +315,7 @@ def run_report(cfg: ReportConfig) -> Path:
         "utility": util,
         "sparsity": sparsity(inp.manifest),
         "ablations": ablations(model, tok, inp, matrix),
+        "external": external,
         "samples": _samples(prompts, replies),
         "charts": {
             "matrix": "matrix.png",
@@ -286,7 +327,7 @@ def run_report(cfg: ReportConfig) -> Path:
     }
     report["checks"] = check_targets(report)
     report["wall_time_s"] = round(time.time() - started, 1)
-    records = reply_records(prompts, replies, base_replies, sft_replies)
+    records = reply_records(prompts, replies, base_replies, sft_replies) + external_records
     return write_report(Path(cfg.out), report, inp.manifest, records, cfg.overwrite)
 
 
