@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 from contextlib import asynccontextmanager
 
@@ -104,6 +105,18 @@ def _openapi(app: FastAPI) -> dict:
     return app.openapi_schema
 
 
+def engine_threads(setting: int) -> int:
+    """The engine's CPU threads: the setting, or (0) one per core this process may use less one,
+    left to the HTTP side (tokenizing, JSON, the event loop) and to neighbours. Kernel threads
+    that outnumber the free cores wait on each other at every barrier: on 2 cores, 2 threads
+    beside any other busy process made requests several times slower than 1 thread
+    (docs/benchmarks.md, "Engine threads")."""
+    if setting:
+        return setting
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) - 1)
+
+
 def _load(state: ServerState) -> None:
     s = state.settings
     try:
@@ -116,6 +129,7 @@ def _load(state: ServerState) -> None:
             eos_ids=loaded.eos_ids,
             max_positions=loaded.max_positions,
             prefix_cache_bytes=int(s.prefix_cache_mb * (1 << 20)),
+            threads=engine_threads(s.threads) if loaded.device.type == "cpu" else None,
         )
     except Exception as e:
         log.exception("loading %s failed", s.carrier)

@@ -99,11 +99,13 @@ class Engine:
         eos_ids: set[int],
         max_positions: int,
         prefix_cache_bytes: int = 256 << 20,
+        threads: int | None = None,
     ):
         self.model, self.tokenizer = model, tokenizer
         self.max_batch_size, self.max_queue = max_batch_size, max_queue
         self.eos_ids, self.max_positions = eos_ids, max_positions
         self.device = model.device
+        self.threads = threads  # None: torch's default
         self._embed = model.get_input_embeddings()
         # Only the last position's logits are needed; older transformers lack the argument.
         params = inspect.signature(model.forward).parameters
@@ -188,6 +190,9 @@ class Engine:
     # ---- the engine thread
 
     def _loop(self) -> None:
+        if self.threads is not None:
+            # Set on this thread: OpenMP keeps the thread count per calling thread.
+            torch.set_num_threads(self.threads)
         with torch.inference_mode():
             while True:
                 with self._cv:

@@ -41,6 +41,12 @@ class ServerSettings(BaseSettings):
         None,
         description="JSON file of API keys and the erasers each may use; unset: no key needed",
     )
+    threads: int = Field(
+        0,
+        ge=0,
+        description="CPU threads of the model's kernels (CPU serving); 0: one per core this "
+        "process may use, less one left to the HTTP side and neighbours",
+    )
     max_batch_size: int = Field(16, ge=1, description="requests decoded together at most")
     max_queue: int = Field(
         64, ge=0, description="requests waiting for a batch slot at most; past it: 429"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import threading
 import time
 from types import SimpleNamespace
@@ -812,3 +813,34 @@ def test_an_engine_that_dies_between_the_check_and_the_submit_is_a_failure():
     with pytest.raises(APIError) as raised:
         asyncio.run(submit_once())
     assert raised.value.code == "failed" and "engine thread" in raised.value.message
+
+
+# ---- engine threads
+
+
+def test_the_engine_runs_with_the_threads_it_was_given():
+    """OpenMP keeps its thread count per calling thread: set where the model runs."""
+    model, tok = tiny_model("llama")
+    seen = []
+    model.register_forward_pre_hook(
+        lambda *_: seen.append((threading.current_thread().name, torch.get_num_threads()))
+    )
+    engine = Engine(
+        model, tok, max_batch_size=2, max_queue=2, eos_ids=set(), max_positions=512, threads=1
+    )
+    engine.start()
+    done = threading.Event()
+    sink = lambda e: done.set() if not isinstance(e, Delta) else None  # noqa: E731
+    engine.submit(GenerationRequest([1, 2, 3], None, SamplingParams(max_tokens=2), sink))
+    assert done.wait(30)
+    engine.shutdown(0)
+    assert seen and set(seen) == {("engine", 1)}
+
+
+@pytest.mark.parametrize("cores, want", [(1, 1), (2, 1), (4, 3), (16, 15)])
+def test_default_engine_threads_leave_a_core_free(monkeypatch, cores, want):
+    from server.app import engine_threads
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert engine_threads(0) == want
+    assert engine_threads(3) == 3
