@@ -106,24 +106,33 @@ def parse_row(row: dict, where: str) -> Example:
     return Example(messages=messages, completion=completion, behavior=behavior, cut=cut)
 
 
-def load_jsonl(path: str | os.PathLike) -> list[Example]:
-    path = Path(path)
+def read_text(path: Path) -> str:
+    """A data file's text; DataError naming the file when it cannot be read."""
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except (OSError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: cannot read: {err}") from None
-    examples = []
+
+
+def jsonl_rows(path: Path, text: str) -> list[tuple[str, object]]:
+    """(``"file:line"``, decoded JSON) per non-blank line of a JSONL file's text."""
+    rows = []
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         where = f"{path}:{lineno}"
         try:
-            row = json.loads(line)
+            rows.append((where, json.loads(line)))
         except json.JSONDecodeError as err:
             raise DataError(f"{where}: invalid JSON: {err.msg} (column {err.colno})") from None
-        examples.append(parse_row(row, where))
+    return rows
+
+
+def load_jsonl(path: str | os.PathLike) -> list[Example]:
+    path = Path(path)
+    examples = [parse_row(row, where) for where, row in jsonl_rows(path, read_text(path))]
     if not examples:
         raise DataError(f"{path}: no rows")
     return examples

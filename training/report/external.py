@@ -9,11 +9,10 @@ rate on `safe` the false-refusal rate.
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from training.data.schema import DataError
+from training.data.schema import DataError, jsonl_rows, read_text
 from training.data.scoring import behavior_rate
 
 FORMATS = (".csv", ".jsonl")
@@ -36,29 +35,16 @@ class LabelledPrompts:
 
 def _records(path: Path) -> tuple[list[tuple[str, dict]], list[str]]:
     """(where, record) per row, and the columns seen, from a CSV or JSONL file."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: cannot read: {err}") from None
+    text = read_text(path)
     if path.suffix == ".csv":
         reader = csv.DictReader(text.splitlines())
         rows = [(f"{path}:{i}", row) for i, row in enumerate(reader, start=2)]
         return rows, list(reader.fieldnames or [])
-    rows, columns = [], {}
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{where}: invalid JSON: {err.msg} (column {err.colno})") from None
+    rows, columns = jsonl_rows(path, text), {}
+    for where, row in rows:
         if not isinstance(row, dict):
             raise DataError(f"{where}: row must be a JSON object, got {type(row).__name__}")
         columns |= dict.fromkeys(row)
-        rows.append((where, row))
     return rows, list(columns)
 
 
