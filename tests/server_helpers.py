@@ -95,6 +95,12 @@ def served_carrier(carrier: Path, root: Path, data: Path | None = None) -> Serve
     store = EraserStore(root / "store", carrier=carrier_ref(carrier))
     for path in erasers.values():
         store.add(path)
+    keys = write_keys_file(root)
+    return ServedCarrier(carrier, erasers, root / "store", keys, carrier.name)
+
+
+def write_keys_file(root: Path) -> Path:
+    """The tests' key file: "app" may use eraser "b" only, "redteam" every eraser."""
     keys = root / "keys.json"
     keys.write_text(
         json.dumps(
@@ -106,7 +112,7 @@ def served_carrier(carrier: Path, root: Path, data: Path | None = None) -> Serve
             }
         )
     )
-    return ServedCarrier(carrier, erasers, root / "store", keys, carrier.name)
+    return keys
 
 
 def free_port() -> int:

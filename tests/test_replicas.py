@@ -29,6 +29,7 @@ from server_helpers import (
     make_eraser,
     sse_events,
     wait_ready,
+    write_keys_file,
 )
 
 from eraser_store import open_store
@@ -61,17 +62,7 @@ def cluster(carrier, postgres, tmp_path_factory) -> Iterator[tuple[str, str, str
     store = open_store(store_url)
     for name, seed in (("a", 1), ("b", 2)):
         store.add(make_eraser(carrier, root / name, name, seed))
-    keys = root / "keys.json"
-    keys.write_text(
-        json.dumps(
-            {
-                "keys": [
-                    {"name": "app", "key": APP_KEY, "erasers": ["b"]},
-                    {"name": "redteam", "key": RED_KEY, "erasers": "*"},
-                ]
-            }
-        )
-    )
+    keys = write_keys_file(root)
     with ExitStack() as stack:
         urls = [
             stack.enter_context(replica(carrier, store_url, keys, root / f"log{i}"))
