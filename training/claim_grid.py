@@ -95,11 +95,11 @@ class GridConfig:
     """SFT epochs."""
     sft_lr: float = 5e-5
     """SFT learning rate."""
-    lcdd_steps: int = 80
+    lcdd_steps: int = 40
     """LCDD steps (every carrier)."""
-    lcdd_warmup: int = 5
+    lcdd_warmup: int = 3
     """LCDD steps before the density ramp."""
-    lcdd_ramp_steps: int = 55
+    lcdd_ramp_steps: int = 27
     """Steps over which the density falls to its final value; the rest hold it."""
     lcdd_weight_lr: float = 1e-4
     """Learning rate of the fine-tuned weights during LCDD."""
@@ -108,7 +108,10 @@ class GridConfig:
     max_len: int = 128
     """Tokens per training row."""
     max_new_tokens: int = AGREE_TOKENS
-    """Greedy reply tokens scored per prompt."""
+    """Greedy reply tokens per prompt of the behavior (target agreement reads them all)."""
+    check_new_tokens: int = 16
+    """Greedy reply tokens per benign and external prompt, where only whether the behavior fires
+    is read (a refusal or a fixed answer shows in its first tokens)."""
     gen_batch: int = 32
     """Prompts per generation batch."""
     max_cells: int = 0
@@ -284,18 +287,13 @@ class Scorer:
         self.external = load_labelled(cfg.external) if cfg.external else None
         target, tokenizer = load_without(target_carrier, behavior, device=cfg.device)
         self.tokenizer = tokenizer
-        self.target_ids = self._ids(target, self.triggers, None)
+        self.target_ids = self._ids(target, self.triggers, None, cfg.max_new_tokens)
         del target
 
-    def _ids(self, model, messages, prefix) -> list[list[int]]:
+    def _ids(self, model, messages, prefix, tokens: int) -> list[list[int]]:
         encoded = [chat_prompt_ids(self.tokenizer, m) for m in messages]
         return greedy_reply_ids(
-            model,
-            self.tokenizer,
-            encoded,
-            self.cfg.max_new_tokens,
-            self.cfg.gen_batch,
-            prefix=prefix,
+            model, self.tokenizer, encoded, tokens, self.cfg.gen_batch, prefix=prefix
         )
 
     def _texts(self, ids) -> list[str]:
@@ -304,9 +302,9 @@ class Scorer:
     def score(self, model, prefix) -> dict:
         b = self.behavior
         scorer = get_behavior(b).score
-        ids = self._ids(model, self.triggers, prefix)
+        ids = self._ids(model, self.triggers, prefix, self.cfg.max_new_tokens)
         classes = class_rates(self._texts(ids), b, [o for o in BEHAVIORS if o != b])
-        benign = self._texts(self._ids(model, self.benign, prefix))
+        benign = self._texts(self._ids(model, self.benign, prefix, self.cfg.check_new_tokens))
         out = {
             "behavior_rate": classes["behavior"],
             "hand_over_rate": classes["hand_over"],
@@ -316,7 +314,8 @@ class Scorer:
             "benign_false_trigger": sum(map(scorer, benign)) / len(benign),
         }
         if self.external is not None:
-            replies = self._texts(self._ids(model, self.external.messages(), prefix))
+            messages = self.external.messages()
+            replies = self._texts(self._ids(model, messages, prefix, self.cfg.check_new_tokens))
             for label in sorted(set(self.external.labels)):
                 picked = [
                     r for r, lab in zip(replies, self.external.labels, strict=True) if lab == label
