@@ -231,18 +231,21 @@ class Grid:
     # --- cells -----------------------------------------------------------------------------
 
     def cells(self) -> list[Cell]:
-        """In the order they are trained: arm, then objective, then model (the lowest-density
-        carriers and the plain SFT model first), every seed of a cell together, so a grid cut
-        short by time has whole cells."""
+        """In the order they are trained: arm by arm; in each, the lowest-density carrier of the
+        first kind and the plain SFT model under every objective, then the other carriers; every
+        seed of a cell together, so a grid cut short by time has whole cells and the central
+        contrast (carrier against plain SFT, per objective) first."""
         cfg = self.cfg
         out = []
         for arm in _names(cfg.arms):
-            for objective in _names(cfg.objectives):
-                for b in _names(cfg.behaviors):
-                    carriers = [m for m in self.models[b] if m != SFT_MODEL]
-                    order = [*carriers[:1], SFT_MODEL, *carriers[1:]]
-                    for model in order:
-                        out += [Cell(b, model, objective, arm, int(s)) for s in _names(cfg.seeds)]
+            for b in _names(cfg.behaviors):
+                carriers = [m for m in self.models[b] if m != SFT_MODEL]
+                for group in ([*carriers[:1], SFT_MODEL], carriers[1:]):
+                    for objective in _names(cfg.objectives):
+                        for model in group:
+                            out += [
+                                Cell(b, model, objective, arm, int(s)) for s in _names(cfg.seeds)
+                            ]
         return out
 
     def train_eraser(self, cell: Cell) -> Path:
