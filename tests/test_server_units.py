@@ -16,9 +16,9 @@ from transformers import DynamicCache
 
 from server.auth import ApiKey, KeyFileError, KeyRing, bearer_token, token_matches
 from server.detokenizer import TextStream
-from server.engine import (
+from server.engine import Engine
+from server.engine_api import (
     Delta,
-    Engine,
     EngineStopped,
     Failed,
     Finished,
@@ -839,7 +839,7 @@ def test_the_engine_runs_with_the_threads_it_was_given():
 
 @pytest.mark.parametrize("cores, want", [(1, 1), (2, 1), (4, 3), (16, 15)])
 def test_default_engine_threads_leave_a_core_free(monkeypatch, cores, want):
-    from server.app import engine_threads
+    from server.engines import engine_threads
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
     assert engine_threads(0) == want
