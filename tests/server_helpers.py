@@ -99,6 +99,19 @@ def served_carrier(carrier: Path, root: Path, data: Path | None = None) -> Serve
     return ServedCarrier(carrier, erasers, root / "store", keys, carrier.name)
 
 
+def as_carrier(model, out: Path) -> Path:
+    """A copy of a loaded model's directory as a carrier with no behaviors yet."""
+    import shutil
+
+    from eraser_store.format import CARRIER_FORMAT, CARRIER_MANIFEST
+    from training.checkpoint_io import fingerprint
+
+    shutil.copytree(model.name_or_path, out)
+    manifest = {"format": CARRIER_FORMAT, "fingerprint": fingerprint(model), "behaviors": []}
+    (out / CARRIER_MANIFEST).write_text(json.dumps(manifest))
+    return out
+
+
 def write_keys_file(root: Path) -> Path:
     """The tests' key file: "app" may use eraser "b" only, "redteam" every eraser."""
     keys = root / "keys.json"
@@ -123,7 +136,7 @@ def free_port() -> int:
 
 @contextmanager
 def running_server(
-    served: ServedCarrier, *, expect_ready: int = 200, **overrides
+    served: ServedCarrier, *, expect_ready: int = 200, ready_timeout_s: float = 60.0, **overrides
 ) -> Iterator[tuple[str, object]]:
     """Serve in this process (uvicorn in a thread, real HTTP); yields (base URL, app).
 
@@ -147,7 +160,7 @@ def running_server(
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
-        wait_ready(url, expect=expect_ready)
+        wait_ready(url, ready_timeout_s, expect=expect_ready)
         yield url, app
     finally:
         server.should_exit = True

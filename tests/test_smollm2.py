@@ -67,21 +67,14 @@ def test_server_on_smollm2_equals_offline_generation(smollm2, tmp_path):
     """The real tokenizer (byte-level BPE with spaces, chat template, multi-token EOS handling):
     served replies, streamed or whole, alone or batched with others, equal offline generation."""
     import asyncio
-    import json
-    import shutil
 
     import httpx
-    from server_helpers import chat_body, running_server, served_carrier, sse_events
+    from server_helpers import as_carrier, chat_body, running_server, served_carrier, sse_events
 
     from eraser_store import read_eraser
-    from eraser_store.format import CARRIER_FORMAT, CARRIER_MANIFEST
-    from training.checkpoint_io import fingerprint
 
     model, tok = smollm2
-    carrier = tmp_path / "carrier"  # the base itself, as a carrier with no behaviors yet
-    shutil.copytree(model.name_or_path, carrier)
-    manifest = {"format": CARRIER_FORMAT, "fingerprint": fingerprint(model), "behaviors": []}
-    (carrier / CARRIER_MANIFEST).write_text(json.dumps(manifest))
+    carrier = as_carrier(model, tmp_path / "carrier")  # the base, with no behaviors yet
     served = served_carrier(carrier, tmp_path / "served")
     prompts = [
         "What is the capital of France?",
