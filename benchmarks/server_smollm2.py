@@ -165,6 +165,19 @@ async def load(url, model, prompts, eraser_sets, clients: int, per_client: int, 
     }
 
 
+def greedy_replies(url: str, model: str, prompts: list, tokens: int = 32) -> list[str]:
+    """Greedy replies to each prompt with each eraser set (none, a, b, a+b), one at a time."""
+    out = []
+    for messages in prompts:
+        for erasers in ([], ["a"], ["b"], ["a", "b"]):
+            body = {"model": model, "messages": messages, "erasers": erasers}
+            body |= {"temperature": 0, "max_tokens": tokens}
+            r = httpx.post(url + "/v1/chat/completions", json=body, timeout=600)
+            r.raise_for_status()
+            out.append(r.json()["choices"][0]["message"]["content"])
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -246,6 +259,13 @@ def main() -> None:
             model_id = httpx.get(urls[engines[0]] + "/v1/models").json()["data"][0]["id"]
             for url in urls.values():  # warm-up
                 asyncio.run(load(url, model_id, prompts, [[]], args.clients, 1, n))
+            if len(engines) > 1:
+                replies = {e: greedy_replies(u, model_id, prompts[:8]) for e, u in urls.items()}
+                first, *others = engines
+                for other in others:
+                    same = sum(a == b for a, b in zip(replies[first], replies[other], strict=True))
+                    results[f"greedy_same_{other}_{first}"] = f"{same}/{len(replies[first])}"
+                    print(f"greedy replies, {other} = {first}:", same, "of", len(replies[first]))
             for _ in range(args.trials):
                 # The servers idle meanwhile: their processes only wait for requests.
                 static = generate_tokens_per_s(model, tok, prompts, n, args.clients)
