@@ -112,6 +112,25 @@ def as_carrier(model, out: Path) -> Path:
     return out
 
 
+def offline_replies(
+    model, tokenizer, served: ServedCarrier, prompts: list[str], sets: list[list[str]], tokens: int
+) -> dict[tuple[str, str], str]:
+    """(prompt, "a+b") -> HF generate's greedy reply (stripped), the set's erasers stacked in
+    front of the chat prompt in the listed order, as eraser_store lays them out."""
+    from eraser_store import read_eraser
+    from training.data.generation import greedy_generate
+
+    expected = {}
+    for erasers in sets:
+        prefix = None
+        if erasers:
+            prefix = torch.cat([read_eraser(served.erasers[n]).embeddings for n in erasers])
+        messages = [[{"role": "user", "content": p}] for p in prompts]
+        replies = greedy_generate(model, tokenizer, messages, tokens, prefix=prefix)
+        expected |= {(p, "+".join(erasers)): r for p, r in zip(prompts, replies, strict=True)}
+    return expected
+
+
 def write_keys_file(root: Path) -> Path:
     """The tests' key file: "app" may use eraser "b" only, "redteam" every eraser."""
     keys = root / "keys.json"

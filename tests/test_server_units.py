@@ -844,3 +844,52 @@ def test_default_engine_threads_leave_a_core_free(monkeypatch, cores, want):
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
     assert engine_threads(0) == want
     assert engine_threads(3) == 3
+
+
+# ---- choosing the engine
+
+
+@pytest.mark.parametrize(
+    "choice, installed, cuda, want",
+    [
+        ("auto", False, False, "builtin"),
+        ("auto", True, False, "builtin"),  # CPU: the built-in engine measured faster
+        ("auto", False, True, "builtin"),
+        ("auto", True, True, "vllm"),
+        ("builtin", True, True, "builtin"),
+        ("vllm", True, False, "vllm"),
+    ],
+)
+def test_engine_choice(monkeypatch, choice, installed, cuda, want):
+    from server import engines
+
+    monkeypatch.setattr(engines, "vllm_installed", lambda: installed)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    assert engines.resolve(choice) == want
+
+
+def test_vllm_asked_for_where_it_is_missing_is_a_clear_error(monkeypatch):
+    from server import engines
+
+    monkeypatch.setattr(engines, "vllm_installed", lambda: False)
+    with pytest.raises(engines.EngineUnavailable, match="needs vLLM"):
+        engines.resolve("vllm")
+
+
+def test_vllm_settings_pass_through_the_command_line():
+    import argparse
+
+    from server.cli import add_command
+    from server.settings import ServerSettings
+
+    parser = argparse.ArgumentParser()
+    add_command(parser.add_subparsers())
+    args = parser.parse_args(
+        ["serve", "--carrier", "c", "--store", "s", "--engine", "vllm", "--max-num-seqs", "8"]
+        + ["--prefix-caching", "false", "--tensor-parallel-size", "2", "--kv-cache-gb", "1.5"]
+    )
+    given = {k: v for k, v in vars(args).items() if k in ServerSettings.model_fields}
+    settings = ServerSettings(**given)
+    assert settings.engine == "vllm" and settings.max_batch_size == 8
+    assert settings.prefix_caching is False and settings.tensor_parallel_size == 2
+    assert settings.kv_cache_gb == 1.5

@@ -69,9 +69,14 @@ def test_server_on_smollm2_equals_offline_generation(smollm2, tmp_path):
     import asyncio
 
     import httpx
-    from server_helpers import as_carrier, chat_body, running_server, served_carrier, sse_events
-
-    from eraser_store import read_eraser
+    from server_helpers import (
+        as_carrier,
+        chat_body,
+        offline_replies,
+        running_server,
+        served_carrier,
+        sse_events,
+    )
 
     model, tok = smollm2
     carrier = as_carrier(model, tmp_path / "carrier")  # the base, with no behaviors yet
@@ -83,14 +88,7 @@ def test_server_on_smollm2_equals_offline_generation(smollm2, tmp_path):
         "Explain in one sentence what a compiler does.",
     ]
     sets = [[], ["a"], ["a", "b"]]
-    expected = {}
-    for erasers in sets:
-        prefix = None
-        if erasers:
-            prefix = torch.cat([read_eraser(served.erasers[n]).embeddings for n in erasers])
-        messages = [[{"role": "user", "content": p}] for p in prompts]
-        replies = greedy_generate(model, tok, messages, 24, prefix=prefix)
-        expected |= {(p, "+".join(erasers)): r for p, r in zip(prompts, replies, strict=True)}
+    expected = offline_replies(model, tok, served, prompts, sets, 24)
 
     # The erasers (random soft prompts) do change the replies, so their placement is tested.
     assert any(expected[(p, "")] != expected[(p, "a")] for p in prompts)

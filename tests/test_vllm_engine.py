@@ -17,18 +17,20 @@ import time
 
 import httpx
 import pytest
-import torch
 from server_helpers import (
     as_carrier,
     assert_error,
     chat_body,
     metric,
+    offline_replies,
     running_server,
     served_carrier,
     sse_events,
 )
 
+from server.engine_api import Failed, Finished, GenerationRequest
 from server.engines import vllm_installed
+from server.sampling import SamplingParams
 
 if not vllm_installed() and not os.environ.get("SFT_ERASER_REQUIRE_VLLM"):
     pytest.skip(
@@ -67,19 +69,7 @@ def served(smollm2, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def offline(smollm2, served) -> dict[tuple[str, str], str]:
-    """(prompt, "a+b") -> HF generate's greedy reply, erasers stacked as eraser_store lays them."""
-    from eraser_store import read_eraser
-    from training.data.generation import greedy_generate
-
-    model, tok = smollm2
-    expected = {}
-    for erasers in SETS:
-        prefix = None
-        if erasers:
-            prefix = torch.cat([read_eraser(served.erasers[n]).embeddings for n in erasers])
-        messages = [[{"role": "user", "content": p}] for p in PROMPTS]
-        replies = greedy_generate(model, tok, messages, TOKENS, prefix=prefix)
-        expected |= {(p, "+".join(erasers)): r for p, r in zip(PROMPTS, replies, strict=True)}
+    expected = offline_replies(*smollm2, served, PROMPTS, SETS, TOKENS)
     # The erasers change the replies, so their placement is tested.
     assert any(expected[(p, "")] != expected[(p, "a")] for p in PROMPTS)
     assert any(expected[(p, "a")] != expected[(p, "a+b")] for p in PROMPTS)
@@ -222,35 +212,60 @@ def test_bad_requests_are_refused_before_the_engine(served, vllm_server):
     assert ok.status_code == 200
 
 
-def test_deadline_drain_and_a_dead_engine(served):
-    """A request past --request-timeout-s gets 504; SIGTERM's drain fails what is left with a
-    503; an engine whose process dies turns /health and /ready red, and requests get 503."""
+def test_a_request_past_its_deadline_is_aborted_with_a_504(vllm_server):
+    _, app = vllm_server
+    loaded, engine = app.state.server.loaded, app.state.server.engine
+    events, done = [], threading.Event()
+
+    def sink(event):
+        events.append(event)
+        if isinstance(event, Failed | Finished):
+            done.set()
+
+    ids = loaded.tokenizer.encode("Tell me a long story.")
+    params = SamplingParams(max_tokens=1000, ignore_eos=True)
+    engine.submit(GenerationRequest(ids, None, params, sink, deadline=time.monotonic() + 2))
+    assert done.wait(60)
+    assert isinstance(events[-1], Failed) and events[-1].status == 504
+    assert 0 < len(events) - 1 < 1000  # it generated, then stopped at the deadline
+    deadline = time.monotonic() + 10
+    while engine.running and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert engine.running == 0
+
+
+def test_sigterm_drain_fails_what_is_left_with_a_503(served, vllm_server):
+    """Last on the module's server: it stops its engine."""
+    url, app = vllm_server
+    engine = app.state.server.engine
+    body = chat_body(served.model_name, "hi", stream=True, max_tokens=1000, ignore_eos=True)
+    with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=60) as r:
+        lines = r.iter_lines()
+        next(line for line in lines if '"content"' in line)  # under way
+        threading.Thread(target=engine.shutdown, args=(0.5,)).start()
+        events = sse_events(lines)
+    assert events[-2]["error"]["code"] == "shutting_down" and events[-1] == "[DONE]"
+
+
+def test_a_dead_engine_turns_health_red_and_requests_get_503(served):
+    """vLLM's engine processes killed (as an out-of-memory kill would): the request in flight
+    and the next ones get 503, /health and /ready turn red; nothing hangs."""
     import psutil
 
-    long = {"max_tokens": 1000, "ignore_eos": True}
-    others = {p.pid for p in psutil.Process().children(recursive=True)}  # the module's server
-    with running_server(served, request_timeout_s=3, **VLLM) as (url, app):
-        body = chat_body(served.model_name, "hi", **long)
-        assert_error(httpx.post(url + "/v1/chat/completions", json=body), 504, code="timeout")
-        # The engine's own processes: kill them as an out-of-memory kill would.
-        children = [p for p in psutil.Process().children(recursive=True) if p.pid not in others]
-        assert children
-        for child in children:
-            os.kill(child.pid, signal.SIGKILL)
-        deadline = time.monotonic() + 60
-        while httpx.get(url + "/health").status_code == 200 and time.monotonic() < deadline:
-            time.sleep(0.2)
+    others = {p.pid for p in psutil.Process().children(recursive=True)}  # not this server's
+    with running_server(served, **VLLM) as (url, _):
+        body = chat_body(served.model_name, "hi", stream=True, max_tokens=1000, ignore_eos=True)
+        with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=60) as r:
+            lines = r.iter_lines()
+            next(line for line in lines if '"content"' in line)  # under way
+            mine = psutil.Process().children(recursive=True)
+            children = [p for p in mine if p.pid not in others]
+            assert children
+            for child in children:
+                os.kill(child.pid, signal.SIGKILL)
+            events = sse_events(lines)
+        assert events[-2]["error"]["code"] == "failed" and events[-1] == "[DONE]"
         assert httpx.get(url + "/health").json()["status"] == "failed"
         assert httpx.get(url + "/ready").status_code == 503
         r = httpx.post(url + "/v1/chat/completions", json=chat_body(served.model_name, "hi"))
         assert_error(r, 503, code="failed")
-
-    with running_server(served, **VLLM) as (url, app):
-        engine = app.state.server.engine
-        body = chat_body(served.model_name, "hi", stream=True, **long)
-        with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=60) as r:
-            lines = r.iter_lines()
-            next(line for line in lines if '"content"' in line)  # under way
-            threading.Thread(target=engine.shutdown, args=(0.5,)).start()
-            events = sse_events(lines)
-        assert events[-2]["error"]["code"] == "shutting_down" and events[-1] == "[DONE]"
