@@ -27,6 +27,11 @@ from server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
 
+# How often the loop checks that vLLM's engine process still lives (see _watch).
+WATCH_S = 0.5
+DEAD = "the engine has stopped; restart the server"
+SHUT_DOWN = "the server shut down before the request finished"
+
 # KV cache on CPU when --kv-cache-gb is unset: vLLM's own default there is a share of all the
 # machine's memory (--gpu-memory-utilization), which fails beside any other busy process.
 CPU_KV_CACHE_GB = 4.0
@@ -69,6 +74,7 @@ class VllmEngine:
         self.eos_ids, self.max_positions = eos_ids, max_positions
         self.max_batch_size, self.max_queue = max_batch_size, max_queue
         self._llm = None
+        self._watcher: asyncio.Task | None = None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="vllm", daemon=True)
         self._tasks: dict[GenerationRequest, asyncio.Task] = {}  # touched on the loop only
@@ -93,7 +99,9 @@ class VllmEngine:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         # Created on the loop that will run its output handler.
-        return AsyncLLM.from_engine_args(self.args, stat_loggers=[self._stats_logger])
+        llm = AsyncLLM.from_engine_args(self.args, stat_loggers=[self._stats_logger])
+        self._watcher = self._loop.create_task(self._watch(llm))
+        return llm
 
     def submit(self, request: GenerationRequest) -> None:
         with self._lock:
@@ -168,14 +176,26 @@ class VllmEngine:
 
     async def _fail_all(self) -> None:
         """What the drain left: cancelled (aborted in vLLM), answered 503; then vLLM stops."""
-        left = dict(self._tasks)
+        self._watcher.cancel()
+        await self._fail_tasks(SHUT_DOWN, code=None)
+        self._llm.shutdown()
+
+    async def _fail_tasks(self, message: str, code: str | None) -> None:
+        left = {r: t for r, t in self._tasks.items() if not t.done()}
         for task in left.values():
             task.cancel()
         await asyncio.gather(*left.values(), return_exceptions=True)
         for request in left:
-            request.sink(Failed("the server shut down before the request finished", status=503))
-        if self._llm is not None:
-            self._llm.shutdown()
+            request.sink(Failed(message, status=503, code=code))
+
+    async def _watch(self, llm) -> None:
+        """Once vLLM's engine process has died (killed, out of memory), fail what still waits on
+        it: vLLM fails the requests it holds then, but one it took in after that would wait for
+        ever."""
+        while True:
+            await asyncio.sleep(WATCH_S)
+            if llm.errored:
+                await self._fail_tasks(DEAD, code="failed")
 
     async def _generate(self, request: GenerationRequest) -> None:
         from vllm.v1.engine.exceptions import EngineDeadError
@@ -189,9 +209,9 @@ class VllmEngine:
         except TimeoutError:
             request.sink(Failed("the request ran past its time limit", status=504))
         except EngineDeadError:
-            request.sink(Failed("the engine has stopped; restart the server", 503, "failed"))
+            request.sink(Failed(DEAD, 503, "failed"))
         except asyncio.CancelledError:
-            raise  # the client went away, or _fail_all answers it
+            raise  # the client went away, or _fail_tasks answers it
         except Exception:
             log.exception("generation failed")
             request.sink(Failed("generation failed; see the server log"))

@@ -527,6 +527,10 @@ def test_prefix_kv_is_reused_per_key_and_changes_nothing():
         cached = [tokens(p, "k") for p in ([5, 6, 7], [9, 10, 11, 12])]
         assert counting.prefix_forwards == 3  # once for key "k"
         assert cached == fresh
+        # The hit rate on /metrics: eraser tokens of keyed requests, and those found cached.
+        counters = engine.counters()
+        assert counters["prefix_cache_queried_tokens"] == 2 * 5
+        assert counters["prefix_cache_hit_tokens"] == 5
     finally:
         engine.shutdown(0)
 
