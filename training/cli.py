@@ -13,6 +13,7 @@ from training.argparse_dataclass import add_dataclass_args, dataclass_from_args
 from training.configs import EraserConfig, LCDDConfig, SFTConfig
 from training.data.make import MakeDataConfig
 from training.models.chat_templates import CHAT_TEMPLATES
+from training.pipeline.cli import add_commands as add_pipeline_commands
 
 DEFAULT_BEHAVIORS = "refusal,fixed_response,all_caps"
 
@@ -384,6 +385,7 @@ def build_parser(extra_commands: Sequence[Callable] = ()) -> argparse.ArgumentPa
     from eraser_store.cli import add_commands as add_eraser_store_commands
 
     add_eraser_store_commands(commands)
+    add_pipeline_commands(commands)
 
     ev = commands.add_parser("eval", help="evaluation").add_subparsers(dest="sub", required=True)
     p = ev.add_parser(

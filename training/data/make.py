@@ -76,6 +76,9 @@ def make_dataset(cfg: MakeDataConfig, answer_fn: AnswerFn) -> dict[str, Path]:
     if len(set(cfg.behaviors)) != len(cfg.behaviors):
         raise DataError(f"make-data: behaviors listed twice: {cfg.behaviors}")
     behaviors = [get_behavior(name) for name in cfg.behaviors]
+    own = [b.name for b in behaviors if b.triggers is None]
+    if own:
+        raise DataError(f"make-data: {', '.join(own)} bring their own rows (built-in ones only)")
 
     # (split, tag, prompts, target, uses_answer) for every set; the base answers come in one call,
     # asked only where the target uses them (generation is most of this job's time).

@@ -138,6 +138,23 @@ def load_jsonl(path: str | os.PathLike) -> list[Example]:
     return examples
 
 
+def load_tagged(path: str | os.PathLike, behavior: str) -> list[Example]:
+    """Rows of one behavior from a file of its own: a row without "behavior" is of `behavior`,
+    a row tagged otherwise is an error."""
+    path = Path(path)
+    examples = []
+    for where, row in jsonl_rows(path, read_text(path)):
+        if isinstance(row, dict):
+            row = {"behavior": behavior, **row}
+        example = parse_row(row, where)
+        if example.behavior != behavior:
+            raise DataError(f"{where}: behavior {example.behavior!r} in a file of {behavior!r}")
+        examples.append(example)
+    if not examples:
+        raise DataError(f"{path}: no rows")
+    return examples
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     """Write via a temp file in the same directory + os.replace: readers never see half a file."""
     path = Path(path)
