@@ -71,7 +71,8 @@ class SFTConfig:
 
 @dataclass
 class LCDDConfig:
-    """Phase 2: Loss-Constrained Dual Descent. Defaults are the paper's (DESIGN.md section 3)."""
+    """Phase 2: Loss-Constrained Dual Descent. Defaults are the paper's (docs/method.md,
+    "Carriers")."""
 
     base: Path
     """Base model directory: M0, or the carrier holding the behaviors added before this one."""
@@ -175,7 +176,7 @@ KEEPS = ("best", "last")
 @dataclass
 class EraserConfig:
     """SFT-Eraser: a soft prompt that drives a behavior's carrier channels back to the target model
-    (the carrier without that behavior). Defaults are the paper's (DESIGN.md section 4)."""
+    (the carrier without that behavior). Defaults are the paper's (docs/method.md, "Erasers")."""
 
     carrier: Path
     """Carrier directory holding the behavior."""
