@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from server.cli import add_command as add_serve
 from sft_eraser.cli import main as sft_eraser_main
+from sft_eraser.cli import serve_commands
 from training.argparse_dataclass import dataclass_from_args
 from training.cli import build_parser, main
 from training.configs import EraserConfig, LCDDConfig
@@ -185,3 +189,29 @@ def test_every_command_prints_its_help():
     )
     for name, parser in commands.items():
         assert parser.format_help().startswith("usage: "), name
+
+
+def test_the_offline_commands_work_without_the_server_installed(monkeypatch, capsys):
+    # A `[train]` install has no uvicorn: `sft-eraser` still runs, without `serve`.
+    with monkeypatch.context() as m:
+        m.delitem(sys.modules, "server.cli", raising=False)
+        m.setitem(sys.modules, "uvicorn", None)  # import uvicorn -> ModuleNotFoundError
+        assert serve_commands() == []
+        with pytest.raises(SystemExit):
+            sft_eraser_main(["serve", "--help"])
+        assert "invalid choice: 'serve'" in capsys.readouterr().err
+    with monkeypatch.context() as m:  # a module of the project missing: a broken install
+        m.delitem(sys.modules, "server.cli", raising=False)
+        m.setitem(sys.modules, "server.settings", None)
+        with pytest.raises(ModuleNotFoundError):
+            serve_commands()
+
+
+def test_the_extras_hold_each_halfs_dependencies():
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    names = {k: {re.split(r"[<>=\[]", d)[0] for d in v} for k, v in extras.items()}
+    assert {"fastapi", "uvicorn", "pydantic-settings"} <= names["serve"]
+    assert "gguf" in names["train"] and not names["train"] & names["serve"]
+    assert "sft-eraser" in names["dev"]  # `.[dev]`: both halves and the test tools
+    assert "sft-eraser[train,serve]" in extras["dev"]
