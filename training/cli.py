@@ -114,6 +114,7 @@ def _cmd_eval_behavior(args) -> None:
 
 def _cmd_eval_prompts(args) -> None:
     from eraser_store import read_eraser
+    from eraser_store.atomic import write_atomic
     from training.carrier import load_without
     from training.checkpoint_io import load_model_dir
     from training.data.behaviors import get_behavior
@@ -146,7 +147,7 @@ def _cmd_eval_prompts(args) -> None:
             json.dumps({"label": label, "prompt": text, "reply": reply}, ensure_ascii=False) + "\n"
             for text, label, reply in zip(prompts.texts, prompts.labels, replies, strict=True)
         ]
-        args.replies.write_text("".join(lines), encoding="utf-8")
+        write_atomic(args.replies, "".join(lines))
     print(json.dumps(result, indent=2, ensure_ascii=False))
 
 

@@ -8,8 +8,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from eraser_store.atomic import write_atomic
 from training.data.behaviors import Behavior, register_behavior
-from training.data.schema import write_text_atomic
 from training.data.scorers import make_scorer
 from training.loop import RunError
 from training.pipeline.recipe import Recipe
@@ -92,7 +92,7 @@ def run_pipeline(recipe: Recipe, work: Path, run_command: RunCommand) -> None:
     if problem:
         raise RunError(problem)
     work.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(work / SETTINGS_FILE, settings.full + "\n")
+    write_atomic(work / SETTINGS_FILE, settings.full + "\n")
     register_behaviors(recipe)
     stages = plan(recipe, work)
     start = time.monotonic()

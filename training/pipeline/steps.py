@@ -7,14 +7,8 @@ import json
 from pathlib import Path
 
 from eraser_store import read_eraser
-from training.data.schema import (
-    RETAIN,
-    Example,
-    load_jsonl,
-    load_tagged,
-    write_jsonl,
-    write_text_atomic,
-)
+from eraser_store.atomic import write_atomic
+from training.data.schema import RETAIN, Example, load_jsonl, load_tagged, write_jsonl
 from training.pipeline.recipe import Recipe
 
 
@@ -66,4 +60,4 @@ def score(recipe: Recipe, work: Path, carrier: Path, erasers: dict[str, Path]) -
             scores[b][label] = {
                 k: report[k] for k in ("rate", "false_trigger", "n_triggering", "n_benign")
             }
-    write_text_atomic(work / "scores.json", json.dumps(scores, indent=2) + "\n")
+    write_atomic(work / "scores.json", json.dumps(scores, indent=2) + "\n")
