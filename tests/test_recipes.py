@@ -4,7 +4,9 @@ to the demo's own commands, and a behavior of one's own runs end to end on the t
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,7 @@ from training.data.scorers import make_scorer
 from training.models.tiny import write_tiny_model
 from training.pipeline.recipe import RecipeError, load_recipe
 from training.pipeline.run import run_pipeline
-from training.pipeline.stages import settings_of
+from training.pipeline.stages import plan, settings_of
 
 ROOT = Path(__file__).parents[1]
 HERE = Path(__file__).parent / "recipes"
@@ -171,3 +173,36 @@ def test_a_behavior_of_your_own_runs_end_to_end(tmp_path, capsys):
     recipe.write_text(recipe.read_text().replace("epochs = 2", "epochs = 3"))
     assert main(["pipeline", "run", str(recipe), "--work", str(work)]) == 2
     assert "was built with other settings" in capsys.readouterr().err
+
+
+def test_own_rows_beside_built_in_behaviors_are_joined_after_data_make(tmp_path):
+    (tmp_path / "pirate.jsonl").write_text('{"prompt": "Who won?", "completion": "Arr."}\n')
+    text = BUILT_IN + '[[behavior]]\nname = "pirate"\ntrain = "pirate.jsonl"\n'
+    recipe = load_recipe(write_recipe(tmp_path, text + 'scorer = {contains = "Arr"}\n'))
+    stages = {s.name: s for s in plan(recipe, Path("W"))}
+    assert list(stages)[:3] == ["import", "data", "data_join"]
+    argv = stages["data"].argv
+    assert argv[argv.index("--out") + 1] == "W/data_made"
+    assert argv[argv.index("--behaviors") + 1] == "refusal"
+    assert stages["sft_pirate"].argv[stages["sft_pirate"].argv.index("--data") + 1] == (
+        "W/data/train.jsonl"
+    )
+
+
+def test_the_demo_script_runs_the_recipe_of_its_schedule(tmp_path):
+    # A stand-in `sft-eraser` records its arguments and fails, so the script stops there.
+    stub = tmp_path / "bin" / "sft-eraser"
+    stub.parent.mkdir()
+    stub.write_text(f'#!/bin/sh\necho "$@" > {tmp_path}/args\nexit 3\n')
+    stub.chmod(0o755)
+    env = {**os.environ, "WORK": str(tmp_path / "w"), "SETUP": "0", "SCHEDULE": "quick"}
+    env["PATH"] = f"{stub.parent}:{env['PATH']}"
+    script = ROOT / "scripts" / "demo.sh"
+    done = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env)
+    assert done.returncode == 3, done.stderr
+    recipe = "recipes/smollm2-three-behaviors-quick.toml"
+    args = (tmp_path / "args").read_text().split()
+    assert args == ["pipeline", "run", recipe, "--work", env["WORK"]]
+    env["SCHEDULE"] = "slow"
+    done = subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env)
+    assert done.returncode == 2 and "SCHEDULE is full or quick" in done.stderr
