@@ -187,6 +187,11 @@ def test_own_rows_beside_built_in_behaviors_are_joined_after_data_make(tmp_path)
     assert stages["sft_pirate"].argv[stages["sft_pirate"].argv.index("--data") + 1] == (
         "W/data/train.jsonl"
     )
+    (tmp_path / "retain.jsonl").write_text('{"prompt": "Hi", "completion": "Hello."}\n')
+    recipe = load_recipe(write_recipe(tmp_path, BUILT_IN + '[data]\nretain = "retain.jsonl"\n'))
+    stages = {s.name: s for s in plan(recipe, Path("W"))}
+    assert list(stages)[:3] == ["import", "data", "data_join"]  # retain rows alone: joined too
+    assert stages["data"].output == Path("W/data_made/train.jsonl")
 
 
 def test_the_demo_script_runs_the_recipe_of_its_schedule(tmp_path):

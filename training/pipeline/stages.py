@@ -123,7 +123,9 @@ def plan(recipe: Recipe, work: Path) -> list[Stage]:
 
     built_in = [b.name for b in recipe.behaviors if not b.own]
     own = [b for b in recipe.behaviors if b.own]
-    made = f"{w}/data_made" if own else f"{w}/data"
+    # Rows of your own are joined with data make's into data/: make writes beside it then.
+    joined = bool(own or recipe.data.retain or recipe.data.retain_test)
+    made = f"{w}/data_made" if joined else f"{w}/data"
     if built_in:
         argv = ["data", "make", "--model", base, "--out", made, "--behaviors", ",".join(built_in)]
         message = (
@@ -132,7 +134,7 @@ def plan(recipe: Recipe, work: Path) -> list[Stage]:
         stages.append(
             Stage("data", message, Path(made) / "train.jsonl", (*argv, *to_flags(recipe.data.make)))
         )
-    if own or recipe.data.retain:
+    if joined:
         names = ", ".join(b.name for b in own) or "retain"
         stages.append(
             Stage(
