@@ -194,6 +194,8 @@ class _Reader:
 
 
 def _fits(value: object, hint) -> bool:
+    if typing.get_origin(hint) is typing.Literal:  # a mode: the config names its choices
+        return isinstance(value, str)
     if hint is bool:
         return isinstance(value, bool)
     if hint is int:
@@ -206,6 +208,8 @@ def _fits(value: object, hint) -> bool:
 
 
 def _type_name(hint) -> str:
+    if typing.get_origin(hint) is typing.Literal:
+        return "a string"
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
         hint, "a value the pipeline sets"
     )
