@@ -128,8 +128,8 @@ SET_BY_PIPELINE = {
     "register",
     "behaviors",
     "out_dir",
+    "name",  # an eraser's: erase-<behavior>, one per behavior in the store
 }
-JOB_TABLES = {"sft": SFTConfig, "lcdd": LCDDConfig, "eraser": EraserConfig}
 TOP_LEVEL = ("model", "data", "behavior", "sft", "lcdd", "erasers", "score")
 
 
@@ -163,8 +163,8 @@ class _Reader:
         return path
 
     def flags(self, value: object, where: str, cls) -> Flags:
-        """A job table: each key a field of `cls` the pipeline does not set, of the field's type;
-        then `cls`'s own range checks."""
+        """A job table: each key a field of `cls` the pipeline does not set, of the field's type
+        (`check_config` then runs `cls`'s own range checks)."""
         table = self.table(value, where)
         hints = typing.get_type_hints(cls)
         fields = [f.name for f in dataclasses.fields(cls) if f.name not in SET_BY_PIPELINE]

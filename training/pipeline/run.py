@@ -63,10 +63,9 @@ def is_done(stage: Stage) -> bool:
         return stage.output.exists()
     from eraser_store import EraserStore, read_eraser
 
-    eraser = Path(stage.argv[2])
-    if not stage.output.exists() or not eraser.exists():
+    if not stage.output.exists() or not stage.eraser.exists():
         return False
-    name = read_eraser(eraser).meta.name
+    name = read_eraser(stage.eraser).meta.name
     return any(r.name == name for r in EraserStore(stage.output).list())
 
 
@@ -114,9 +113,9 @@ def _execute(stage: Stage, recipe: Recipe, work: Path, stages: list[Stage], run)
     if stage.kind == "join":
         join_data(recipe, work)
     elif stage.kind == "score":
-        carrier = Path(next(s for s in stages if s.kind == "register").argv[-1])
-        served = {s.behavior: Path(s.argv[2]) for s in stages if s.kind == "register"}
-        score(recipe, work, carrier, served)
+        registered = [s for s in stages if s.kind == "register"]
+        served = {s.behavior: s.eraser for s in registered}
+        score(recipe, work, registered[0].flag("--carrier"), served)
     else:
         code = run(list(stage.argv))
         if code:

@@ -6,8 +6,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from training.pipeline.recipe import Flags, Recipe
+
+StageKind = Literal["command", "join", "register", "score"]
 
 
 @dataclass(frozen=True)
@@ -20,8 +23,9 @@ class Stage:
     """What it writes; the stage is done once this exists (jobs write atomically)."""
     argv: tuple[str, ...] = ()
     """The `sft-eraser` command it runs; empty for an in-process step (`kind`)."""
-    kind: str = "command"
-    """command, join (own rows into one data directory), register or score."""
+    kind: StageKind = "command"
+    """command; join (own rows into one data directory), score: in-process steps; register: a
+    command done once its eraser is in the store."""
     behavior: str = ""
     """The behavior a register stage registers."""
     timed: bool = True
@@ -30,6 +34,15 @@ class Stage:
     @property
     def command(self) -> str:
         return "sft-eraser " + " ".join(self.argv) if self.argv else f"({self.kind})"
+
+    def flag(self, name: str) -> Path:
+        """The path after `name` in the command (`--carrier` of a register stage)."""
+        return Path(self.argv[self.argv.index(name) + 1])
+
+    @property
+    def eraser(self) -> Path:
+        """The eraser directory a register stage adds (`erasers add DIR ...`)."""
+        return Path(self.argv[2])
 
 
 def format_value(value: object) -> str:
