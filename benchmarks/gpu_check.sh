@@ -8,7 +8,8 @@
 #   here:    bash benchmarks/gpu_pack.sh
 #   device:  run(command="bash benchmarks/gpu_check.sh", carry=[".device"], timeout_s=560)
 # Results: $OUT (the device tool's folder) or runs/gpu_check: env.txt, demo.log, timings.txt,
-# server.json, server.log. SHAPE=DIR builds another shape (a tiny model dir for a dry run on CPU).
+# server.json, server.log (and server_engines.json, .log where vLLM is installed). SHAPE=DIR
+# builds another shape (a tiny model dir for a dry run on CPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 R=${OUT:-runs/gpu_check}
@@ -73,3 +74,18 @@ python3 benchmarks/server_smollm2.py --work "$W" --eraser-a eraser_refusal_2 \
   --eraser-b eraser_all_caps --trials 2 --out "$R/server.json" >"$R/server.log" 2>&1 \
   || { tail -c 3000 "$R/server.log"; exit 1; }
 tail -n 6 "$R/server.log"
+
+# vLLM (`--engine vllm`, what Dockerfile.vllm serves with): how many greedy replies equal the
+# built-in engine's in bf16 (greedy_same_vllm_builtin; bf16 kernels differ, so not all need to)
+# and the throughput of both side by side. The lent machines' image has no vLLM, and its wheel
+# (with its own CUDA torch) is far over the 64 MiB that travels: this step runs where vllm
+# imports (Dockerfile.vllm's image, or a machine with `pip install vllm`), and says so elsewhere.
+if python3 -c "import vllm" 2>/dev/null; then
+  python3 benchmarks/server_smollm2.py --work "$W" --eraser-a eraser_refusal_2 \
+    --eraser-b eraser_all_caps --engine builtin,vllm --vllm-python python3 --trials 2 \
+    --out "$R/server_engines.json" >"$R/server_engines.log" 2>&1 \
+    || { tail -c 3000 "$R/server_engines.log"; exit 1; }
+  tail -n 12 "$R/server_engines.log"
+else
+  echo "vllm: not installed here, its run skipped" | tee -a "$R/timings.txt"
+fi

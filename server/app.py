@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import re
 from contextlib import asynccontextmanager
 
@@ -17,13 +16,11 @@ from starlette.requests import ClientDisconnect
 
 from eraser_store import EraserStore, EraserStoreUnavailable, carrier_ref, open_store
 from eraser_store.pg_store import PgEraserStore
-from server import admin, errors, routes
+from server import admin, engines, errors, routes
 from server.auth import KeyRing
-from server.engine import Engine
 from server.erasers import ErasersOnDevice
 from server.metrics import Metrics
 from server.middleware import BodyLimit, RequestMetrics
-from server.model_loader import load_carrier
 from server.replica import ReplicaView
 from server.settings import ServerSettings
 from server.state import ServerState
@@ -32,8 +29,9 @@ log = logging.getLogger("server")
 
 
 def create_app(settings: ServerSettings) -> FastAPI:
-    """Check the carrier, store and key file now (clear errors at startup); load the model in
-    the background so /health answers at once and /ready turns 200 when it is loaded."""
+    """Check the carrier, store, key file and engine now (clear errors at startup); load the
+    model in the background so /health answers at once and /ready turns 200 when it is loaded."""
+    engine = engines.resolve(settings.engine)
     store = open_store(settings.store, carrier=carrier_ref(settings.carrier))
     if isinstance(store, EraserStore):  # PostgreSQL keeps no files of an upload
         for leftover in store.clean_tmp():  # what a killed upload or add left behind
@@ -46,7 +44,7 @@ def create_app(settings: ServerSettings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
-        loading = asyncio.create_task(asyncio.to_thread(_load, state))
+        loading = asyncio.create_task(asyncio.to_thread(_load, state, engine))
         if view is not None:
             view.start()
         try:
@@ -105,45 +103,28 @@ def _openapi(app: FastAPI) -> dict:
     return app.openapi_schema
 
 
-def engine_threads(setting: int) -> int:
-    """The engine's CPU threads: the setting, or (0) one per core this process may use less one,
-    left to the HTTP side (tokenizing, JSON, the event loop) and to neighbours. Kernel threads
-    that outnumber the free cores wait on each other at every barrier: on 2 cores, 2 threads
-    beside any other busy process made requests several times slower than 1 thread
-    (docs/benchmarks.md, "Engine threads")."""
-    if setting:
-        return setting
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cores or 1) - 1)
-
-
-def _load(state: ServerState) -> None:
+def _load(state: ServerState, engine: str) -> None:
     s = state.settings
     try:
-        loaded = load_carrier(s.carrier, s.device, s.dtype)
-        engine = Engine(
-            loaded.model,
-            loaded.tokenizer,
-            max_batch_size=s.max_batch_size,
-            max_queue=s.max_queue,
-            eos_ids=loaded.eos_ids,
-            max_positions=loaded.max_positions,
-            prefix_cache_bytes=int(s.prefix_cache_mb * (1 << 20)),
-            threads=engine_threads(s.threads) if loaded.device.type == "cpu" else None,
-        )
+        loaded, built = engines.build(s, engine)
     except Exception as e:
         log.exception("loading %s failed", s.carrier)
         # Clients see the kind of failure; the message (paths, ...) goes to the log only.
         state.load_error = f"{type(e).__name__} (see the server log)"
         return
-    state.metrics.watch_engine(engine)
+    state.metrics.watch_engine(built)
     state.erasers = ErasersOnDevice(
         state.index, loaded.device, loaded.dtype, max_bytes=int(s.eraser_cache_mb * (1 << 20))
     )
     state.loaded = loaded
-    engine.start()
-    state.engine = engine
-    log.info("serving %s on %s (%s)", s.served_model_name, loaded.device, loaded.dtype)
+    state.engine = built
+    log.info(
+        "serving %s with the %s engine (%s, %s)",
+        s.served_model_name,
+        engine,
+        loaded.device,
+        loaded.dtype,
+    )
 
 
 def _add_error_handlers(app: FastAPI, state: ServerState) -> None:

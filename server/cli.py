@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 # Secrets on a command line are visible to every user of the machine (ps); env only.
 ENV_ONLY = {"admin_token"}
 REQUIRED = {"carrier", "store"}
+# vLLM's own name for a setting, accepted too.
+ALIASES = {"max_batch_size": ["--max-num-seqs"]}
 
 
 def add_command(subparsers) -> None:
@@ -36,6 +38,7 @@ def add_command(subparsers) -> None:
         default = "required unless set in the environment" if name in REQUIRED else field.default
         p.add_argument(
             "--" + name.replace("_", "-"),
+            *ALIASES.get(name, []),
             dest=name,
             default=argparse.SUPPRESS,  # unset flags leave the environment and defaults in charge
             help=f"{field.description or name} (default: {default})",
@@ -60,6 +63,7 @@ def serve(args: argparse.Namespace) -> int:
     from eraser_store import EraserFormatError, EraserStoreError
     from server.app import create_app
     from server.auth import KeyFileError
+    from server.engines import EngineUnavailable
 
     given = {k: v for k, v in vars(args).items() if k in ServerSettings.model_fields}
     try:
@@ -71,7 +75,7 @@ def serve(args: argparse.Namespace) -> int:
             for err in e.errors()
         )
         return _fail(problems)
-    except (EraserFormatError, EraserStoreError, KeyFileError) as e:
+    except (EraserFormatError, EraserStoreError, KeyFileError, EngineUnavailable) as e:
         return _fail(str(e))
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

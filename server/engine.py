@@ -14,78 +14,29 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache
 
 from eraser_store.prompting import positions, prefixed_rows
-from server.detokenizer import TextStream
+from server.engine_api import EngineStopped, Failed, GenerationRequest, QueueFull, Reply
 from server.kv_batch import KV, BatchCache
 from server.prefix_cache import PrefixKVCache
-from server.sampling import SamplingParams, next_tokens
+from server.sampling import next_tokens
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Delta:
-    text: str
-
-
-@dataclass(frozen=True)
-class Finished:
-    reason: str  # "stop" (EOS or a stop string) or "length"
-    prompt_tokens: int
-    completion_tokens: int
-
-
-@dataclass(frozen=True)
-class Failed:
-    message: str
-    status: int = 500  # 503: the server is shutting down (retry elsewhere); 504: deadline
-
-
-Event = Delta | Finished | Failed
-
-
-@dataclass(eq=False)  # requests are compared by identity (they hold tensors)
-class GenerationRequest:
-    prompt_ids: list[int]
-    prefix: torch.Tensor | None  # (n, hidden) eraser embeddings, on the model's device and dtype
-    params: SamplingParams
-    sink: Callable[[Event], None]
-    cancelled: bool = False  # set from another thread; the engine drops the row at its next step
-    submitted: float = field(default_factory=time.monotonic)
-    # The engine drops the row at this time (monotonic clock), whatever happened to the caller.
-    deadline: float = float("inf")
-    first_token_at: float | None = None  # set by the engine thread
-    # Identity of `prefix` (e.g. the erasers' names, versions and hashes): requests with the same
-    # key share the prefix's KV cache. None: computed for this request only.
-    prefix_key: Hashable | None = None
-
-    @property
-    def prefix_len(self) -> int:
-        return 0 if self.prefix is None else self.prefix.shape[0]
-
-
-class QueueFull(RuntimeError):
-    pass
-
-
-class EngineStopped(RuntimeError):
-    pass
-
-
 @dataclass
 class _Row:
-    request: GenerationRequest
-    text: TextStream
+    reply: Reply
     generator: torch.Generator | None
-    position: int  # position id of the next input token
     last_token: int = -1
-    generated: int = 0
+
+    @property
+    def request(self) -> GenerationRequest:
+        return self.reply.request
 
 
 class Engine:
@@ -120,6 +71,8 @@ class Engine:
         self._cache: BatchCache | None = None
         self.prefix_kv = PrefixKVCache(prefix_cache_bytes)
         self.decode_steps = self.decode_rows = self.prefills = 0  # for /metrics
+        # Eraser tokens of requests with a prefix key, and those whose KV was cached.
+        self.prefix_queried_tokens = self.prefix_hit_tokens = 0
         self._cv = threading.Condition()
         self._accepting = True
         self._stop = False
@@ -167,6 +120,15 @@ class Engine:
     @property
     def running(self) -> int:
         return len(self._rows)
+
+    def counters(self) -> dict[str, float]:
+        return {
+            "decode_steps": self.decode_steps,
+            "decode_rows": self.decode_rows,
+            "prefills": self.prefills,
+            "prefix_cache_queried_tokens": self.prefix_queried_tokens,
+            "prefix_cache_hit_tokens": self.prefix_hit_tokens,
+        }
 
     def shutdown(self, drain_timeout_s: float) -> None:
         """Stop taking requests, let those in flight finish for up to `drain_timeout_s`, stop."""
@@ -272,7 +234,7 @@ class Engine:
             **self._last_logits,
         )
         rows = [
-            _Row(r, TextStream(self.tokenizer, r.params.stop), r.params.generator(self.device), n)
+            _Row(Reply(r, self.tokenizer, self.eos_ids, n), r.params.generator(self.device))
             for r, n in zip(requests, mask.sum(1).tolist(), strict=True)
         ]
         self.prefills += 1
@@ -314,10 +276,13 @@ class Engine:
         if request.prefix is None:
             return None
         key = request.prefix_key
-        cached = None if key is None else self.prefix_kv.get(key)
-        if cached is not None:
-            return cached
         n = request.prefix_len
+        cached = None if key is None else self.prefix_kv.get(key)
+        if key is not None:
+            self.prefix_queried_tokens += n
+        if cached is not None:
+            self.prefix_hit_tokens += n
+            return cached
         cache = DynamicCache()
         self.model(
             inputs_embeds=request.prefix.unsqueeze(0),
@@ -355,30 +320,8 @@ class Engine:
         tokens = next_tokens(logits, [r.request.params for r in rows], [r.generator for r in rows])
         done = []
         for i, (row, token) in enumerate(zip(rows, tokens, strict=True)):
-            params = row.request.params
-            row.generated += 1
-            if row.generated == 1:
-                row.request.first_token_at = time.monotonic()
             row.last_token = token
-            reason = None
-            if token in self.eos_ids and not params.ignore_eos:
-                reason = "stop"
-            else:
-                text, stopped = row.text.push(token)
-                if text:
-                    row.request.sink(Delta(text))
-                if stopped:
-                    reason = "stop"
-            if reason is None and (
-                row.generated >= params.max_tokens or row.position >= self.max_positions
-            ):
-                reason = "length"
-            row.position += 1
-            if reason is not None:
-                rest = row.text.flush()
-                if rest:
-                    row.request.sink(Delta(rest))
-                row.request.sink(Finished(reason, len(row.request.prompt_ids), row.generated))
+            if row.reply.take(token, self.max_positions):
                 done.append(offset + i)
         self._drop_rows(done)
 

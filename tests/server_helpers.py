@@ -99,6 +99,38 @@ def served_carrier(carrier: Path, root: Path, data: Path | None = None) -> Serve
     return ServedCarrier(carrier, erasers, root / "store", keys, carrier.name)
 
 
+def as_carrier(model, out: Path) -> Path:
+    """A copy of a loaded model's directory as a carrier with no behaviors yet."""
+    import shutil
+
+    from eraser_store.format import CARRIER_FORMAT, CARRIER_MANIFEST
+    from training.checkpoint_io import fingerprint
+
+    shutil.copytree(model.name_or_path, out)
+    manifest = {"format": CARRIER_FORMAT, "fingerprint": fingerprint(model), "behaviors": []}
+    (out / CARRIER_MANIFEST).write_text(json.dumps(manifest))
+    return out
+
+
+def offline_replies(
+    model, tokenizer, served: ServedCarrier, prompts: list[str], sets: list[list[str]], tokens: int
+) -> dict[tuple[str, str], str]:
+    """(prompt, "a+b") -> HF generate's greedy reply (stripped), the set's erasers stacked in
+    front of the chat prompt in the listed order, as eraser_store lays them out."""
+    from eraser_store import read_eraser
+    from training.data.generation import greedy_generate
+
+    expected = {}
+    for erasers in sets:
+        prefix = None
+        if erasers:
+            prefix = torch.cat([read_eraser(served.erasers[n]).embeddings for n in erasers])
+        messages = [[{"role": "user", "content": p}] for p in prompts]
+        replies = greedy_generate(model, tokenizer, messages, tokens, prefix=prefix)
+        expected |= {(p, "+".join(erasers)): r for p, r in zip(prompts, replies, strict=True)}
+    return expected
+
+
 def write_keys_file(root: Path) -> Path:
     """The tests' key file: "app" may use eraser "b" only, "redteam" every eraser."""
     keys = root / "keys.json"
@@ -123,7 +155,7 @@ def free_port() -> int:
 
 @contextmanager
 def running_server(
-    served: ServedCarrier, *, expect_ready: int = 200, **overrides
+    served: ServedCarrier, *, expect_ready: int = 200, ready_timeout_s: float = 60.0, **overrides
 ) -> Iterator[tuple[str, object]]:
     """Serve in this process (uvicorn in a thread, real HTTP); yields (base URL, app).
 
@@ -147,7 +179,7 @@ def running_server(
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
-        wait_ready(url, expect=expect_ready)
+        wait_ready(url, ready_timeout_s, expect=expect_ready)
         yield url, app
     finally:
         server.should_exit = True

@@ -293,6 +293,12 @@ def test_score_says_what_a_behaviors_prompts_get_instead():
         "refusal": {"fixed_response": 1.0},
     }
     assert scores["false_trigger"] == {"fixed_response": 0.0, "refusal": 0.0}
+    assert scores["classes"]["fixed_response"] == {
+        "behavior": 0.0,
+        "hand_over": 0.5,
+        "degenerate": 0.0,
+        "normal": 0.5,
+    }
 
 
 def test_a_pair_gets_the_target_row_without_both_deltas(two_behavior_carrier, tmp_path):
@@ -318,6 +324,13 @@ def test_a_pair_gets_the_target_row_without_both_deltas(two_behavior_carrier, tm
         ["refusal"],
         ["fixed_response", "refusal"],
     ]
+    # every eraser set is compared with its target model on the behaviors it erases
+    agreements = {m["erasers"]: m.get("target_agreement") for m in r["matrix"]}
+    assert agreements["none"] is None
+    for m in r["matrix"][1:]:
+        assert set(agreements[m["erasers"]]) == set(m["set"])
+        assert all(0 <= a <= 1 for a in agreements[m["erasers"]].values())
+    assert all("_replies" not in t for t in r["targets"])
     # without both deltas the two-behavior carrier is its base model: the pair's row is the base's
     pair = r["targets"][2]
     base, base_tok = load_model_dir(run.base, device="cpu")
@@ -333,10 +346,15 @@ def test_two_behavior_report_renders(tmp_path):
     """Markdown and charts of a two-behavior report (pairs, a behavior without --sft)."""
     rates = {"a": 0.5, "b": 0.25}
     instead = {"a": {"b": 0.125}, "b": {"a": 0.75}}
-    scores = {"rate": rates, "false_trigger": rates, "instead": instead}
+    classes = {
+        b: {"behavior": 0.25, "hand_over": 0.5, "degenerate": 0.0, "normal": 0.25} for b in "ab"
+    }
+    scores = {"rate": rates, "false_trigger": rates, "instead": instead, "classes": classes}
     matrix = [
-        {"erasers": label, "set": label.split("+"), **scores} for label in ("none", "a", "b", "a+b")
+        {"erasers": label, "set": [] if label == "none" else label.split("+"), **scores}
+        for label in ("none", "a", "b", "a+b")
     ]
+    matrix[1]["target_agreement"] = {"a": 0.75}
     layer = {g: 0.5 for g in MASK_GROUPS}
     spars = {"density": 0.5, "active_units": 1, "total_units": 2, "group_density": layer}
     report = {
@@ -392,6 +410,8 @@ def test_two_behavior_report_renders(tmp_path):
     assert "| erasers | b on a prompts | a on b prompts |" in md
     assert "| a+b | 0.125 | 0.750 |" in md and "| target without a | 0.125 | 0.750 |" in md
     assert "| carrier + a+b | 2.500 | 1.000 | 0.500 |" in md
+    assert "| a | a | 0.250 | 0.500 | 0.000 | 0.250 | 0.750 |" in md
+    assert "| none | b | 0.250 | 0.500 | 0.000 | 0.250 | — |" in md
     assert "No `--sft` model for b" in md and "1.00e-04" in md and "x \\| y" in md
     assert "## 5. Ablations" not in md
     plot_matrix(report, tmp_path / "m.png")

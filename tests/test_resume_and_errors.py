@@ -46,12 +46,21 @@ def lcdd_cfg(tiny_llama, sft_dir, small_data, out, **kw) -> LCDDConfig:
     )
 
 
-@pytest.mark.parametrize("group_by_length", [False, True])
+@pytest.mark.parametrize(
+    "group_by_length,mask_optimizer", [(False, "sgd"), (True, "sgd"), (False, "adam")]
+)
 def test_killed_run_resumes_to_the_same_result(
-    tmp_path, tiny_llama, sft_dir, small_data, monkeypatch, group_by_length
+    tmp_path, tiny_llama, sft_dir, small_data, monkeypatch, group_by_length, mask_optimizer
 ):
     def cfg(out):
-        return lcdd_cfg(tiny_llama, sft_dir, small_data, out, group_by_length=group_by_length)
+        return lcdd_cfg(
+            tiny_llama,
+            sft_dir,
+            small_data,
+            out,
+            group_by_length=group_by_length,
+            mask_optimizer=mask_optimizer,
+        )
 
     straight = run_lcdd(cfg(tmp_path / "straight"))
 
@@ -80,6 +89,40 @@ def test_killed_run_resumes_to_the_same_result(
     assert [r["step"] for r in rows] == list(range(8))
     straight_rows = (straight / "fixed_response" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(r)["lambda"] for r in straight_rows] == [r["lambda"] for r in rows]
+
+
+def test_adam_masks_are_learned_not_kept_from_their_init(tmp_path, tiny_llama, sft_dir, small_data):
+    """The same seed and ramp: with a zero mask learning rate the kept units are the init's top
+    30%; Adam on θ keeps another set, chosen by the loss gradient."""
+
+    def channels(name, **kw):
+        out = run_lcdd(
+            lcdd_cfg(
+                tiny_llama,
+                sft_dir,
+                small_data,
+                tmp_path / name,
+                controller="ramp",
+                final_density=0.3,
+                warmup=2,
+                ramp_steps=4,
+                steps=10,
+                **kw,
+            )
+        )
+        manifest = json.loads((out / "carrier.json").read_text())
+        layers = manifest["behaviors"][-1]["channels"]
+        return {(i, g, u) for i, layer in enumerate(layers) for g, us in layer.items() for u in us}
+
+    init = channels("init", mask_lr=0.0)
+    learned = channels("adam", mask_optimizer="adam", mask_lr=0.2)
+    assert abs(len(learned) - len(init)) <= 0.05 * len(init)  # the same density
+    assert len(init & learned) < 0.8 * len(init)
+
+
+def test_unknown_mask_optimizer_is_refused(tiny_llama, sft_dir, small_data, tmp_path):
+    with pytest.raises(ValueError, match="unknown mask optimizer 'rmsprop'"):
+        lcdd_cfg(tiny_llama, sft_dir, small_data, tmp_path / "x", mask_optimizer="rmsprop")
 
 
 @pytest.fixture(autouse=True)

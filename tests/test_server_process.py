@@ -27,6 +27,7 @@ from server_helpers import (
 )
 
 from eraser_store.upload import upload_eraser
+from server.engines import vllm_installed
 
 SCRIPT = Path(sys.executable).parent / "sft-eraser"
 
@@ -193,6 +194,11 @@ def test_bad_settings_fail_fast_with_one_line(tmp_path, served):
         (
             ["--carrier", str(served.carrier), "--api-keys-file", str(tmp_path / "none.json")],
             "cannot read API key file",
+        ),
+        *(
+            [(["--carrier", str(served.carrier), "--engine", "vllm"], "needs vLLM")]
+            if not vllm_installed()
+            else []
         ),
     ]:
         done = subprocess.run([*run, *extra], capture_output=True, text=True, timeout=60)

@@ -16,9 +16,9 @@ from transformers import DynamicCache
 
 from server.auth import ApiKey, KeyFileError, KeyRing, bearer_token, token_matches
 from server.detokenizer import TextStream
-from server.engine import (
+from server.engine import Engine
+from server.engine_api import (
     Delta,
-    Engine,
     EngineStopped,
     Failed,
     Finished,
@@ -527,6 +527,10 @@ def test_prefix_kv_is_reused_per_key_and_changes_nothing():
         cached = [tokens(p, "k") for p in ([5, 6, 7], [9, 10, 11, 12])]
         assert counting.prefix_forwards == 3  # once for key "k"
         assert cached == fresh
+        # The hit rate on /metrics: eraser tokens of keyed requests, and those found cached.
+        counters = engine.counters()
+        assert counters["prefix_cache_queried_tokens"] == 2 * 5
+        assert counters["prefix_cache_hit_tokens"] == 5
     finally:
         engine.shutdown(0)
 
@@ -839,8 +843,54 @@ def test_the_engine_runs_with_the_threads_it_was_given():
 
 @pytest.mark.parametrize("cores, want", [(1, 1), (2, 1), (4, 3), (16, 15)])
 def test_default_engine_threads_leave_a_core_free(monkeypatch, cores, want):
-    from server.app import engine_threads
+    from server.engines import engine_threads
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False)
     assert engine_threads(0) == want
     assert engine_threads(3) == 3
+
+
+# ---- choosing the engine
+
+
+@pytest.mark.parametrize(
+    "choice, installed, want",
+    [
+        ("auto", False, "builtin"),
+        ("auto", True, "vllm"),  # on CPU too: it measured faster there
+        ("builtin", True, "builtin"),
+        ("vllm", True, "vllm"),
+    ],
+)
+def test_engine_choice(monkeypatch, choice, installed, want):
+    from server import engines
+
+    monkeypatch.setattr(engines, "vllm_installed", lambda: installed)
+    assert engines.resolve(choice) == want
+
+
+def test_vllm_asked_for_where_it_is_missing_is_a_clear_error(monkeypatch):
+    from server import engines
+
+    monkeypatch.setattr(engines, "vllm_installed", lambda: False)
+    with pytest.raises(engines.EngineUnavailable, match="needs vLLM"):
+        engines.resolve("vllm")
+
+
+def test_vllm_settings_pass_through_the_command_line():
+    import argparse
+
+    from server.cli import add_command
+    from server.settings import ServerSettings
+
+    parser = argparse.ArgumentParser()
+    add_command(parser.add_subparsers())
+    args = parser.parse_args(
+        ["serve", "--carrier", "c", "--store", "s", "--engine", "vllm", "--max-num-seqs", "8"]
+        + ["--prefix-caching", "false", "--tensor-parallel-size", "2", "--kv-cache-gb", "1.5"]
+    )
+    given = {k: v for k, v in vars(args).items() if k in ServerSettings.model_fields}
+    settings = ServerSettings(**given)
+    assert settings.engine == "vllm" and settings.max_batch_size == 8
+    assert settings.prefix_caching is False and settings.tensor_parallel_size == 2
+    assert settings.kv_cache_gb == 1.5

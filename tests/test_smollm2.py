@@ -67,21 +67,19 @@ def test_server_on_smollm2_equals_offline_generation(smollm2, tmp_path):
     """The real tokenizer (byte-level BPE with spaces, chat template, multi-token EOS handling):
     served replies, streamed or whole, alone or batched with others, equal offline generation."""
     import asyncio
-    import json
-    import shutil
 
     import httpx
-    from server_helpers import chat_body, running_server, served_carrier, sse_events
-
-    from eraser_store import read_eraser
-    from eraser_store.format import CARRIER_FORMAT, CARRIER_MANIFEST
-    from training.checkpoint_io import fingerprint
+    from server_helpers import (
+        as_carrier,
+        chat_body,
+        offline_replies,
+        running_server,
+        served_carrier,
+        sse_events,
+    )
 
     model, tok = smollm2
-    carrier = tmp_path / "carrier"  # the base itself, as a carrier with no behaviors yet
-    shutil.copytree(model.name_or_path, carrier)
-    manifest = {"format": CARRIER_FORMAT, "fingerprint": fingerprint(model), "behaviors": []}
-    (carrier / CARRIER_MANIFEST).write_text(json.dumps(manifest))
+    carrier = as_carrier(model, tmp_path / "carrier")  # the base, with no behaviors yet
     served = served_carrier(carrier, tmp_path / "served")
     prompts = [
         "What is the capital of France?",
@@ -90,14 +88,7 @@ def test_server_on_smollm2_equals_offline_generation(smollm2, tmp_path):
         "Explain in one sentence what a compiler does.",
     ]
     sets = [[], ["a"], ["a", "b"]]
-    expected = {}
-    for erasers in sets:
-        prefix = None
-        if erasers:
-            prefix = torch.cat([read_eraser(served.erasers[n]).embeddings for n in erasers])
-        messages = [[{"role": "user", "content": p}] for p in prompts]
-        replies = greedy_generate(model, tok, messages, 24, prefix=prefix)
-        expected |= {(p, "+".join(erasers)): r for p, r in zip(prompts, replies, strict=True)}
+    expected = offline_replies(model, tok, served, prompts, sets, 24)
 
     # The erasers (random soft prompts) do change the replies, so their placement is tested.
     assert any(expected[(p, "")] != expected[(p, "a")] for p in prompts)

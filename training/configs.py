@@ -10,6 +10,8 @@ Controller = Literal["dual", "ramp"]
 MaskInit = Literal["random", "delta"]
 CONTROLLERS = get_args(Controller)
 MASK_INITS = get_args(MaskInit)
+MaskOptimizer = Literal["sgd", "adam"]
+MASK_OPTIMIZERS = get_args(MaskOptimizer)
 
 
 class ConfigError(ValueError):
@@ -96,7 +98,12 @@ class LCDDConfig:
     weight_lr: float = 2e-5
     """AdamW learning rate of W_ft, the fine-tuned weights that keep training."""
     mask_lr: float = 0.1
-    """SGD learning rate (no momentum) of the mask logits θ."""
+    """Learning rate of the mask logits θ."""
+    mask_optimizer: MaskOptimizer = "sgd"
+    """`sgd` (paper; no momentum) or `adam`. The loss gradient reaching θ through an SFT delta is
+    ~1e-7 per step on SmolLM2, so SGD never moves θ; Adam's per-unit normalized steps move it by
+    about `mask_lr` a step in the direction the loss asks, so the masks are learned, not set by
+    their init."""
     controller: Controller = "dual"
     """`dual`: the paper's λ controller; `ramp`: target-density projection (CPU schedule)."""
     warmup: int = 300
@@ -152,6 +159,11 @@ class LCDDConfig:
             self.mask_init in MASK_INITS,
             f"unknown mask init {self.mask_init!r}; choose one of {', '.join(MASK_INITS)}",
         )
+        _require(
+            self.mask_optimizer in MASK_OPTIMIZERS,
+            f"unknown mask optimizer {self.mask_optimizer!r}; "
+            f"choose one of {', '.join(MASK_OPTIMIZERS)}",
+        )
         _require(self.steps >= 0, f"--steps must be >= 0, got {self.steps}")
         _require(self.steps > 0 or self.epochs > 0, "--epochs must be > 0 when --steps is 0")
         _require(self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}")
@@ -200,7 +212,8 @@ class EraserConfig:
     ablation: Ablation = "none"
     """none | plain_sft (optimize on --sft-model instead) | random_channels | kl_only."""
     sft_model: Path | None = None
-    """The plain SFT model of this behavior (only for --ablation plain_sft)."""
+    """The plain SFT model of this behavior: the eraser is optimized on it instead of the carrier
+    (needed by --ablation plain_sft; with random_channels or kl_only, that arm on it)."""
     num_tokens: int = 20
     """n, the soft-prompt length."""
     steps: int = 2000
@@ -307,8 +320,13 @@ class EraserConfig:
             "--others-reference carrier needs --retain-others (the other behaviors' prompts)",
         )
         _require(
-            (self.ablation == "plain_sft") == (self.sft_model is not None),
-            "--sft-model is needed for --ablation plain_sft, and only there",
+            self.ablation != "plain_sft" or self.sft_model is not None,
+            "--ablation plain_sft needs --sft-model",
+        )
+        _require(
+            self.ablation != "none" or self.sft_model is None,
+            "--sft-model trains on the plain SFT model: name an --ablation (plain_sft: the "
+            "carrier's channels there; random_channels, kl_only: those arms there)",
         )
         _require(self.num_tokens >= 1, f"--num-tokens must be >= 1, got {self.num_tokens}")
         _require(self.steps >= 1, f"--steps must be >= 1, got {self.steps}")

@@ -147,7 +147,7 @@ def build_placement(
     carrier) and the loss."""
     target, tokenizer = load_without(cfg.carrier, *erased, device=cfg.device)
     if target.get_input_embeddings().weight.shape[1] != hidden:
-        trained_on = cfg.sft_model if cfg.ablation == "plain_sft" else cfg.carrier
+        trained_on = cfg.sft_model or cfg.carrier
         raise ModelDirError(f"{trained_on} and {cfg.carrier} differ in hidden size")
     on_target = {RETAIN, *erased} if cfg.others_reference == "carrier" else None
     references = [target if on_target is None or g in on_target else model for g, _ in prompts]
@@ -305,7 +305,7 @@ def run_eraser(cfg: EraserConfig) -> Path:
     others = sorted(set(behavior_names(manifest)) - {cfg.behavior}) if cfg.retain_others else []
     prompts = pick_prompts(cfg.data, cfg.behavior, cfg.max_prompts, cfg.seed, tuple(others))
 
-    if cfg.ablation == "plain_sft":
+    if cfg.sft_model is not None:
         model, tokenizer = load_model_dir(cfg.sft_model, device=cfg.device)
         fingerprint = json.loads((Path(cfg.sft_model) / SFT_INFO).read_text())["fingerprint"]
     else:
@@ -406,7 +406,7 @@ def run_eraser(cfg: EraserConfig) -> Path:
         num_attention_heads=model.config.num_attention_heads,
         channel_count=sum(len(c) for c in channels) if cfg.ablation != "kl_only" else 0,
         training=training,
-        base_model=str(cfg.sft_model if cfg.ablation == "plain_sft" else cfg.carrier),
+        base_model=str(cfg.sft_model or cfg.carrier),
     )
     with atomic_dir(out, overwrite=cfg.overwrite) as tmp:
         for file_name, data in files.items():

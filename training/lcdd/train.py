@@ -52,12 +52,19 @@ def make_controller(cfg: LCDDConfig):
     raise AssertionError(cfg.controller)  # LCDDConfig validated the name
 
 
+def make_mask_optimizer(params, cfg: LCDDConfig) -> torch.optim.Optimizer:
+    if cfg.mask_optimizer == "adam":
+        # eps far under the ~1e-7 gradients θ gets, so every unit steps at about mask_lr.
+        return torch.optim.Adam(params, lr=cfg.mask_lr, eps=1e-12)
+    return torch.optim.SGD(params, lr=cfg.mask_lr, momentum=0.0)
+
+
 class LCDDJob:
     def __init__(self, masked: MaskedModel, cfg: LCDDConfig):
         self.masked, self.cfg = masked, cfg
         self.weights = masked.weight_params()
         self.weight_opt = torch.optim.AdamW(self.weights, lr=cfg.weight_lr, weight_decay=0.0)
-        self.mask_opt = torch.optim.SGD(masked.masks.parameters(), lr=cfg.mask_lr, momentum=0.0)
+        self.mask_opt = make_mask_optimizer(masked.masks.parameters(), cfg)
         self.controller = make_controller(cfg)
 
     def train_step(self, step: int, batch: dict) -> dict[str, float]:

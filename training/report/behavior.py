@@ -11,6 +11,7 @@ from eraser_store import stack_key
 from training.data.generation import greedy_generate
 from training.data.schema import Example
 from training.data.scoring import behavior_rate, false_trigger_rate
+from training.report.reply_classes import class_rates, target_agreement
 
 NONE = "none"
 AGREE_WORDS = 10
@@ -67,9 +68,10 @@ def generate(model, tokenizer, messages: list, cfg, prefix=None) -> list[str]:
 
 
 def score(prompts: PromptSet, replies: list[str]) -> dict:
-    """Per behavior: rate on its triggering prompts and false-trigger rate on benign ones; and
+    """Per behavior: rate on its triggering prompts and false-trigger rate on benign ones;
     `instead[b][o]`, the rate of each other behavior o on b's prompts (what an erased behavior's
-    prompts get in its place)."""
+    prompts get in its place); and `classes[b]`, b's prompts split into behavior / hand-over /
+    degenerate / normal answer (reply_classes)."""
     on, off = prompts.split(replies)
     behaviors = prompts.behaviors
     return {
@@ -78,7 +80,18 @@ def score(prompts: PromptSet, replies: list[str]) -> dict:
         "instead": {
             b: {o: behavior_rate(o, on[b]) for o in behaviors if o != b} for b in behaviors
         },
+        "classes": {b: class_rates(on[b], b, behaviors) for b in behaviors},
     }
+
+
+def token_agreement(tokenizer, prompts: PromptSet, replies, target_replies, behavior) -> float:
+    """target_agreement on `behavior`'s prompts, over the tokens of the two replies' texts."""
+
+    def ids(texts):
+        return [tokenizer(t, add_special_tokens=False).input_ids for t in texts]
+
+    on, target_on = prompts.split(replies)[0][behavior], prompts.split(target_replies)[0][behavior]
+    return target_agreement(ids(on), ids(target_on))
 
 
 def agreement(replies: list[str], reference: list[str]) -> dict:

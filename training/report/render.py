@@ -92,7 +92,10 @@ def _matrix(r: dict) -> str:
         "eraser, same prompts and decoding), i.e. the row an ideal eraser would reach, and for "
         "each pair the carrier without both deltas, the row of an ideal stacked pair. Where "
         "another behavior fires on the erased behavior's prompts here, it is the carrier's "
-        "doing, not the eraser's.\n\n" + table(header, rows(r["targets"])) + _instead(r)
+        "doing, not the eraser's.\n\n"
+        + table(header, rows(r["targets"]))
+        + _instead(r)
+        + _classes(r)
     )
 
 
@@ -111,6 +114,42 @@ def _instead(r: dict) -> str:
         "for the eraser sets and the target models above. A switched-off behavior whose prompts "
         "now get another behavior's reply shows it here (a target model row says whether the "
         "carrier does it too).\n\n" + table(header, rows)
+    )
+
+
+def _classes(r: dict) -> str:
+    """Per eraser set and each behavior it erases: what that behavior's prompts get."""
+    rows = []
+    for m in r["matrix"]:
+        for b in m["set"] or r["behaviors"]:
+            c = m["classes"][b]
+            agree = m.get("target_agreement", {}).get(b)
+            rows.append(
+                [
+                    m["erasers"],
+                    b,
+                    c["behavior"],
+                    c["hand_over"],
+                    c["degenerate"],
+                    c["normal"],
+                    agree,
+                ]
+            )
+    header = [
+        "erasers",
+        "prompts of",
+        "behavior",
+        "hand-over",
+        "degenerate",
+        "normal",
+        "target agreement",
+    ]
+    return (
+        "\nWhat the erased behavior's prompts get: the behavior itself, another carrier behavior "
+        "(hand-over), a repetition loop (degenerate), or a normal answer; switched off means "
+        "normal. Target agreement: the share of the target model's first 32 reply tokens the "
+        "reply matches before the first difference (the carrier without the same behaviors).\n\n"
+        + table(header, rows)
     )
 
 

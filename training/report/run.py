@@ -55,7 +55,21 @@ def target_row(target, tok, inp: ReportInputs, prompts: bh.PromptSet, without: t
         "erasers": f"target without {label}",
         "without": list(without),
         **bh.score(prompts, replies),
+        "_replies": replies,  # for target agreement; dropped before the report is written
     }
+
+
+def add_target_agreement(tok, prompts: bh.PromptSet, matrix, replies, targets) -> None:
+    """Each eraser set's row gets, per behavior it erases, the agreement of its replies with the
+    target model's (the carrier without the same behaviors) on that behavior's prompts."""
+    by_set = {tuple(t["without"]): t.pop("_replies") for t in targets}
+    for row in matrix:
+        target = by_set.get(tuple(row["set"]))
+        if target is not None:
+            row["target_agreement"] = {
+                b: bh.token_agreement(tok, prompts, replies[row["erasers"]], target, b)
+                for b in row["set"]
+            }
 
 
 def utility(model, tok, inp: ReportInputs, replies: dict, prompts: bh.PromptSet):
@@ -299,9 +313,10 @@ def run_report(cfg: ReportConfig) -> Path:
         target, _ = load_without(cfg.carrier, *pair, device=cfg.device)
         targets.append(target_row(target, tok, inp, prompts, pair))
         del target
+    add_target_agreement(tok, prompts, matrix, replies, targets)
     report = {
         "format": FORMAT,
-        "version": 2,
+        "version": 3,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "inputs": describe_inputs(inp),
         "behaviors": inp.behaviors,
