@@ -27,7 +27,7 @@ COPY eraser_store ./eraser_store
 COPY server ./server
 COPY training ./training
 COPY sft_eraser ./sft_eraser
-RUN pip install --no-cache-dir . && useradd --create-home --uid 10001 serve \
+RUN pip install --no-cache-dir ".[serve]" && useradd --create-home --uid 10001 serve \
     && mkdir -p /models /store && chown serve /store
 
 USER serve

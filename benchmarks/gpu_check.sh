@@ -61,7 +61,7 @@ EOF
 started=$SECONDS
 rc=0
 WORK=$W SETUP=0 SERVE=0 bash scripts/demo.sh >"$R/demo.log" 2>&1 || rc=$?
-grep -a '^\[demo' "$R/demo.log" || true
+grep -a -E '^\[(demo|pipeline) ' "$R/demo.log" || true
 cp "$W/timings.txt" "$R/timings.txt" 2>/dev/null || true
 echo "demo $((SECONDS - started)) s, exit $rc" | tee -a "$R/timings.txt"
 [ "$rc" = 0 ] || {

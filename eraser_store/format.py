@@ -12,8 +12,6 @@ import hashlib
 import json
 import os
 import re
-import shutil
-import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
@@ -22,6 +20,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
+
+from eraser_store.atomic import atomic_dir
 
 FORMAT = "sft-eraser-eraser"
 FORMAT_VERSION = 1
@@ -116,8 +116,21 @@ META_TYPES = {
 }
 
 
-def write_eraser(
-    out_dir: str | os.PathLike,
+def write_eraser(out_dir: str | os.PathLike, embeddings: torch.Tensor, **meta) -> Path:
+    """Write an eraser directory; it appears at `out_dir` complete or not at all. `meta`: the
+    keywords of `eraser_files`."""
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        raise FileExistsError(f"{out_dir} already exists")
+    contents = eraser_files(out_dir, embeddings, **meta)
+    with atomic_dir(out_dir) as tmp:
+        for file_name, data in contents.items():
+            (tmp / file_name).write_bytes(data)
+    return out_dir
+
+
+def eraser_files(
+    out_dir: Path,
     embeddings: torch.Tensor,
     *,
     name: str,
@@ -128,11 +141,9 @@ def write_eraser(
     channel_count: int,
     training: dict,
     base_model: str | None = None,
-) -> Path:
-    """Write an eraser directory; it appears at `out_dir` complete or not at all."""
-    out_dir = Path(out_dir)
-    if out_dir.exists():
-        raise FileExistsError(f"{out_dir} already exists")
+) -> dict[str, bytes]:
+    """The files of an eraser directory, checked (`out_dir` names it in errors): for a caller
+    that writes them into a directory of its own (a training run's output)."""
     emb = _check_embeddings(out_dir, embeddings)
     _check_name(out_dir, name)
     if not isinstance(behavior, str) or not behavior:
@@ -180,22 +191,11 @@ def write_eraser(
         raise EraserFormatError(
             f"{out_dir}: training metrics are not JSON-serializable ({e})"
         ) from None
-    contents = {
+    return {
         CONFIG_FILE: json.dumps(config, indent=2).encode(),
         WEIGHTS_FILE: weights,
         SIDECAR_FILE: sidecar.encode(),
     }
-    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex}")
-    tmp.mkdir(parents=True)
-    try:
-        for file_name, data in contents.items():
-            write_synced(tmp / file_name, data)
-        os.rename(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    fsync_dir(out_dir.parent)
-    return out_dir
 
 
 def read_eraser(path: str | os.PathLike) -> Eraser:
@@ -277,23 +277,6 @@ def carrier_ref(carrier_dir: str | os.PathLike) -> CarrierRef:
     context = config.get("max_position_embeddings", config.get("n_positions"))
     context = context if _is_int(context) and context > 0 else None
     return CarrierRef(fingerprint=fp, hidden_size=hidden, max_positions=context)
-
-
-def write_synced(path: Path, data: bytes) -> None:
-    """Write and fsync, so that a rename published after it never exposes a short file."""
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename into `path` durable."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _is_int(value) -> bool:

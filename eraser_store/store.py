@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from eraser_store.atomic import fsync_dir, write_synced
 from eraser_store.format import (
     FILES,
     NAME_PATTERN,
@@ -30,9 +31,7 @@ from eraser_store.format import (
     CarrierRef,
     Eraser,
     EraserFormatError,
-    fsync_dir,
     read_eraser,
-    write_synced,
 )
 
 # How long a writer waits for another process's write transaction before giving up.

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
+import re
+import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from server.cli import add_command as add_serve
 from sft_eraser.cli import main as sft_eraser_main
+from sft_eraser.cli import serve_commands
 from training.argparse_dataclass import dataclass_from_args
 from training.cli import build_parser, main
-from training.configs import EraserConfig, LCDDConfig, SFTConfig
+from training.configs import EraserConfig, LCDDConfig
 
 
 def test_cli_pipeline(tmp_path, capsys):
@@ -151,102 +153,6 @@ def test_carrier_flags_come_from_the_config_with_paper_defaults():
     )
 
 
-def demo_flag_arrays(schedule: str) -> dict[str, list[str]]:
-    """The stage flags `scripts/demo.sh` passes under SCHEDULE=`schedule`, read by bash from the
-    script itself."""
-    text = (Path(__file__).parents[1] / "scripts" / "demo.sh").read_text()
-    settings = text[text.index("BEHAVIORS=(") : text.index("CARRIER_SETTINGS=")]
-    names = (
-        "DATA_ARGS",
-        "SFT_ARGS",
-        "LCDD_ARGS",
-        "ERASER_ARGS",
-        "LAST_ERASER_ARGS",
-        "SECOND_PASS_ARGS",
-    )
-    show = "".join(f'printf "%s\\0" {n} "${{{n}[@]}}" ""; ' for n in names)
-    out = subprocess.run(
-        ["bash", "-c", settings + show],
-        capture_output=True,
-        text=True,
-        check=True,
-        env={**os.environ, "SCHEDULE": schedule},
-    )
-    fields = out.stdout.split("\0")
-    arrays, i = {}, 0
-    while i < len(fields) - 1:
-        end = fields.index("", i + 1)
-        arrays[fields[i]] = fields[i + 1 : end]
-        i = end + 1
-    assert set(arrays) == set(names)
-    return arrays
-
-
-@pytest.mark.parametrize("schedule", ["full", "quick"])
-def test_the_demo_flags_are_valid_settings(schedule):
-    # The demo runs for an hour: a flag renamed in a config must fail here, not 40 minutes in.
-    arrays = demo_flag_arrays(schedule)
-    if schedule == "quick":  # the schedule's own flags, not the full one's
-        assert arrays["LCDD_ARGS"] != demo_flag_arrays("full")["LCDD_ARGS"]
-    need = ["--data", "d", "--behavior", "x", "--out", "o"]
-    commands = {
-        "SFT_ARGS": (["train", "sft", "--base", "b", *need], SFTConfig),
-        "LCDD_ARGS": (["train", "carrier", "--base", "b", "--sft", "s", *need], LCDDConfig),
-        "ERASER_ARGS": (["train", "eraser", "--carrier", "c", *need], EraserConfig),
-    }
-    arrays["LAST_ERASER_ARGS"] = arrays["ERASER_ARGS"] + arrays["LAST_ERASER_ARGS"]
-    arrays["SECOND_PASS_ARGS"] = [
-        *arrays["ERASER_ARGS"],
-        *arrays["SECOND_PASS_ARGS"],
-        "--init-from",
-        "e",
-    ]
-    for name in ("LAST_ERASER_ARGS", "SECOND_PASS_ARGS"):
-        commands[name] = commands["ERASER_ARGS"]
-    for name, (command, config) in commands.items():
-        dataclass_from_args(config, build_parser().parse_args(command + arrays[name]))
-    data = ["data", "make", "--model", "m", "--out", "o", "--behaviors", "x"]
-    build_parser().parse_args(data + arrays["DATA_ARGS"])
-
-
-def run_demo_until_first_stage(work: Path, tmp_path: Path) -> subprocess.CompletedProcess:
-    """scripts/demo.sh with a stand-in `sft-eraser` that fails (exit 3) wherever a stage starts."""
-    stub = tmp_path / "bin" / "sft-eraser"
-    stub.parent.mkdir(exist_ok=True)
-    stub.write_text("#!/bin/sh\nexit 3\n")
-    stub.chmod(0o755)
-    script = Path(__file__).parents[1] / "scripts" / "demo.sh"
-    env = {
-        **os.environ,
-        "WORK": str(work),
-        "SETUP": "0",
-        "PATH": f"{stub.parent}:{os.environ['PATH']}",
-    }
-    return subprocess.run(["bash", str(script)], capture_output=True, text=True, env=env)
-
-
-def test_the_demo_keeps_carriers_whose_erasers_had_other_settings(tmp_path):
-    work = tmp_path / "demo"
-    first = run_demo_until_first_stage(work, tmp_path)  # a fresh directory: writes its settings
-    assert first.returncode == 3, first.stderr
-    settings = (work / "settings.txt").read_text().strip()
-    carriers, erasers = settings.split(" | --steps", 1)
-
-    (work / "eraser_refusal").mkdir()
-    (work / "settings.txt").write_text(f"{carriers} | older eraser settings\n")
-    refused = run_demo_until_first_stage(work, tmp_path)
-    assert refused.returncode == 2 and "older eraser settings" in refused.stderr
-    assert f"rm -rf {work}/eraser_*" in refused.stderr
-    (work / "eraser_refusal").rmdir()
-    kept = run_demo_until_first_stage(work, tmp_path)
-    assert kept.returncode == 3, kept.stderr
-    assert (work / "settings.txt").read_text().strip() == settings
-
-    (work / "settings.txt").write_text(f"other data | {erasers}\n")
-    other = run_demo_until_first_stage(work, tmp_path)
-    assert other.returncode == 2 and "built with other settings" in other.stderr
-
-
 def test_stack_with_takes_several_eraser_dirs():
     command = ["train", "eraser", "--carrier", "c", "--behavior", "b", "--data", "d", "--out", "o"]
     plain = dataclass_from_args(EraserConfig, build_parser().parse_args(command))
@@ -283,3 +189,29 @@ def test_every_command_prints_its_help():
     )
     for name, parser in commands.items():
         assert parser.format_help().startswith("usage: "), name
+
+
+def test_the_offline_commands_work_without_the_server_installed(monkeypatch, capsys):
+    # A `[train]` install has no uvicorn: `sft-eraser` still runs, without `serve`.
+    with monkeypatch.context() as m:
+        m.delitem(sys.modules, "server.cli", raising=False)
+        m.setitem(sys.modules, "uvicorn", None)  # import uvicorn -> ModuleNotFoundError
+        assert serve_commands() == []
+        with pytest.raises(SystemExit):
+            sft_eraser_main(["serve", "--help"])
+        assert "invalid choice: 'serve'" in capsys.readouterr().err
+    with monkeypatch.context() as m:  # a module of the project missing: a broken install
+        m.delitem(sys.modules, "server.cli", raising=False)
+        m.setitem(sys.modules, "server.settings", None)
+        with pytest.raises(ModuleNotFoundError):
+            serve_commands()
+
+
+def test_the_extras_hold_each_halfs_dependencies():
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    names = {k: {re.split(r"[<>=\[]", d)[0] for d in v} for k, v in extras.items()}
+    assert {"fastapi", "uvicorn", "pydantic-settings"} <= names["serve"]
+    assert "gguf" in names["train"] and not names["train"] & names["serve"]
+    assert "sft-eraser" in names["dev"]  # `.[dev]`: both halves and the test tools
+    assert "sft-eraser[train,serve]" in extras["dev"]

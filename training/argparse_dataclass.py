@@ -36,6 +36,9 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls) -> None:
         # `Path | None` and the like: parse as the non-None type.
         if typing.get_origin(kind) in (typing.Union, types.UnionType):
             kind = next(a for a in typing.get_args(kind) if a is not type(None))
+        # A mode (`Literal`): a string, checked by the config with a message naming the choices.
+        if typing.get_origin(kind) is typing.Literal:
+            kind = str
         # argparse %-formats help strings: a literal "%" in a docstring would break --help.
         help_text = docs.get(f.name, "").replace("%", "%%")
         required = f.default is dataclasses.MISSING

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from eraser_store.atomic import atomic_dir as published_dir
+from eraser_store.atomic import write_atomic
 
 COMPLETE_MARKER = "config.json"
 
@@ -29,27 +30,12 @@ def atomic_dir(out: Path, *, overwrite: bool = False):
     out = Path(out)
     if out.exists() and not overwrite:
         raise ModelDirError(f"{out} already exists (pass --overwrite to replace it)")
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with published_dir(out, replace=overwrite) as tmp:
         yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        out.rename(old)
-        tmp.rename(out)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        tmp.rename(out)
 
 
 def write_json(path: Path, obj) -> None:
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 def save_model_dir(model, tokenizer, out: Path, *, overwrite: bool = False) -> None:

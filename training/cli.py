@@ -13,6 +13,7 @@ from training.argparse_dataclass import add_dataclass_args, dataclass_from_args
 from training.configs import EraserConfig, LCDDConfig, SFTConfig
 from training.data.make import MakeDataConfig
 from training.models.chat_templates import CHAT_TEMPLATES
+from training.pipeline.cli import add_commands as add_pipeline_commands
 
 DEFAULT_BEHAVIORS = "refusal,fixed_response,all_caps"
 
@@ -113,6 +114,7 @@ def _cmd_eval_behavior(args) -> None:
 
 def _cmd_eval_prompts(args) -> None:
     from eraser_store import read_eraser
+    from eraser_store.atomic import write_atomic
     from training.carrier import load_without
     from training.checkpoint_io import load_model_dir
     from training.data.behaviors import get_behavior
@@ -145,7 +147,7 @@ def _cmd_eval_prompts(args) -> None:
             json.dumps({"label": label, "prompt": text, "reply": reply}, ensure_ascii=False) + "\n"
             for text, label, reply in zip(prompts.texts, prompts.labels, replies, strict=True)
         ]
-        args.replies.write_text("".join(lines), encoding="utf-8")
+        write_atomic(args.replies, "".join(lines))
     print(json.dumps(result, indent=2, ensure_ascii=False))
 
 
@@ -384,6 +386,7 @@ def build_parser(extra_commands: Sequence[Callable] = ()) -> argparse.ArgumentPa
     from eraser_store.cli import add_commands as add_eraser_store_commands
 
     add_eraser_store_commands(commands)
+    add_pipeline_commands(commands)
 
     ev = commands.add_parser("eval", help="evaluation").add_subparsers(dest="sub", required=True)
     p = ev.add_parser(

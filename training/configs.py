@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
-CONTROLLERS = ("dual", "ramp")
-MASK_INITS = ("random", "delta")
-MASK_OPTIMIZERS = ("sgd", "adam")
+Controller = Literal["dual", "ramp"]
+MaskInit = Literal["random", "delta"]
+CONTROLLERS = get_args(Controller)
+MASK_INITS = get_args(MaskInit)
+MaskOptimizer = Literal["sgd", "adam"]
+MASK_OPTIMIZERS = get_args(MaskOptimizer)
 
 
 class ConfigError(ValueError):
@@ -72,7 +76,8 @@ class SFTConfig:
 
 @dataclass
 class LCDDConfig:
-    """Phase 2: Loss-Constrained Dual Descent. Defaults are the paper's (DESIGN.md section 3)."""
+    """Phase 2: Loss-Constrained Dual Descent. Defaults are the paper's (docs/method.md,
+    "Carriers")."""
 
     base: Path
     """Base model directory: M0, or the carrier holding the behaviors added before this one."""
@@ -94,12 +99,12 @@ class LCDDConfig:
     """AdamW learning rate of W_ft, the fine-tuned weights that keep training."""
     mask_lr: float = 0.1
     """Learning rate of the mask logits θ."""
-    mask_optimizer: str = "sgd"
+    mask_optimizer: MaskOptimizer = "sgd"
     """`sgd` (paper; no momentum) or `adam`. The loss gradient reaching θ through an SFT delta is
     ~1e-7 per step on SmolLM2, so SGD never moves θ; Adam's per-unit normalized steps move it by
     about `mask_lr` a step in the direction the loss asks, so the masks are learned, not set by
     their init."""
-    controller: str = "dual"
+    controller: Controller = "dual"
     """`dual`: the paper's λ controller; `ramp`: target-density projection (CPU schedule)."""
     warmup: int = 300
     """Steps before the budget is fixed; the penalty ramps up over them (dual)."""
@@ -127,7 +132,7 @@ class LCDDConfig:
     """Mean of the mask-logit init (σ(1.5) ≈ 0.82; ~99.9% of units start on)."""
     init_std: float = 0.5
     """Std of the mask-logit init."""
-    mask_init: str = "random"
+    mask_init: MaskInit = "random"
     """`random`: θ ~ N(init_mean, init_std) (paper); `delta`: init_mean + init_std·z, z the
     standardized log norm of the delta each unit gates, so units carrying more delta rank first."""
     max_len: int = 256
@@ -175,18 +180,24 @@ class LCDDConfig:
         _require(self.save_every >= 1, f"--save-every must be >= 1, got {self.save_every}")
 
 
-ABLATIONS = ("none", "plain_sft", "random_channels", "kl_only")
-MATCHES = ("batch_mean", "per_prompt")
-CHANNEL_SETS = ("behavior", "carrier")
-KL_ON = ("prompt", "reply")
-OTHERS_REFERENCES = ("target", "carrier")
-KEEPS = ("best", "last")
+Ablation = Literal["none", "plain_sft", "random_channels", "kl_only"]
+Match = Literal["batch_mean", "per_prompt"]
+ChannelSet = Literal["behavior", "carrier"]
+KLOn = Literal["prompt", "reply"]
+OthersReference = Literal["target", "carrier"]
+Keep = Literal["best", "last"]
+ABLATIONS = get_args(Ablation)
+MATCHES = get_args(Match)
+CHANNEL_SETS = get_args(ChannelSet)
+KL_ON = get_args(KLOn)
+OTHERS_REFERENCES = get_args(OthersReference)
+KEEPS = get_args(Keep)
 
 
 @dataclass
 class EraserConfig:
     """SFT-Eraser: a soft prompt that drives a behavior's carrier channels back to the target model
-    (the carrier without that behavior). Defaults are the paper's (DESIGN.md section 4)."""
+    (the carrier without that behavior). Defaults are the paper's (docs/method.md, "Erasers")."""
 
     carrier: Path
     """Carrier directory holding the behavior."""
@@ -198,7 +209,7 @@ class EraserConfig:
     """Output eraser directory (PEFT prompt-tuning adapter + eraser.json)."""
     name: str = ""
     """Eraser name; empty: erase-<behavior>."""
-    ablation: str = "none"
+    ablation: Ablation = "none"
     """none | plain_sft (optimize on --sft-model instead) | random_channels | kl_only."""
     sft_model: Path | None = None
     """The plain SFT model of this behavior: the eraser is optimized on it instead of the carrier
@@ -214,13 +225,13 @@ class EraserConfig:
     lr_decay: float = 0.0
     """Share of the steps, at the end, over which the learning rate falls linearly towards 0
     (0: constant, the paper)."""
-    keep: str = "best"
+    keep: Keep = "best"
     """Which P is written: best (paper: the lowest loss of a step alone, i.e. of that step's batch)
     or last (the P after the last step; with --lr-decay, where the optimization settled)."""
-    match: str = "batch_mean"
+    match: Match = "batch_mean"
     """batch_mean (paper): the batch mean of last-token states against their mean over all
     prompts; per_prompt: each prompt's states against the target's on the same prompt."""
-    channel_set: str = "behavior"
+    channel_set: ChannelSet = "behavior"
     """Channels matched: behavior (paper: the erased behavior's write channels) or carrier (every
     behavior's, so the others are held where the target model has them)."""
     hold_others: bool = False
@@ -228,7 +239,7 @@ class EraserConfig:
     matched set) where the target model has them, so erasing one behavior does not move another."""
     kl_weight: float = 0.7
     """w_KL."""
-    kl_on: str = "prompt"
+    kl_on: KLOn = "prompt"
     """prompt (paper): KL on the last --kl-positions prompt positions; reply: KL on the target
     model's own greedy reply (first --reply-tokens tokens, teacher-forced), so the eraser must
     reproduce the target's answers, benign ones included, not only their first token."""
@@ -246,7 +257,7 @@ class EraserConfig:
     """Share the retain half between benign prompts and the carrier's other behaviors' triggering
     prompts, where the target model still shows those behaviors, so the eraser learns to leave
     them on (with --kl-on reply it must reproduce the target's refusals, styles...)."""
-    others_reference: str = "target"
+    others_reference: OthersReference = "target"
     """With --retain-others, what the other behaviors' prompts are matched against: target (the
     carrier without the erased behaviors, as every other prompt) or carrier (the model itself: on
     prompts of a behavior it does not erase, the eraser is asked to change nothing, also where the

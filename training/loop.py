@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import shutil
 import signal
 import threading
@@ -21,7 +20,7 @@ from typing import Protocol
 import torch
 from tqdm.auto import tqdm
 
-from training.data.schema import write_text_atomic
+from eraser_store.atomic import atomic_file, write_atomic
 
 
 class Job(Protocol):
@@ -59,9 +58,8 @@ def _save_state(work: Path, step: int, job: Job) -> None:
     state = {"step": step, "job": job.state_dict(), "torch_rng": torch.get_rng_state()}
     if torch.cuda.is_initialized():  # a CPU run on a GPU machine starts no CUDA context here
         state["cuda_rng"] = torch.cuda.get_rng_state_all()
-    tmp = work / "state.pt.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, work / "state.pt")
+    with atomic_file(work / "state.pt") as tmp:
+        torch.save(state, tmp)
 
 
 def _load_state(work: Path, job: Job) -> int:
@@ -88,7 +86,7 @@ def _truncate_metrics(path: Path, start: int) -> None:
             continue
         if row["step"] < start:
             kept.append(line)
-    write_text_atomic(path, "".join(r + "\n" for r in kept))
+    write_atomic(path, "".join(r + "\n" for r in kept))
 
 
 @contextmanager
@@ -141,7 +139,7 @@ def run_loop(
             "version of sft-eraser); rerun its command to resume it, or delete that directory "
             "to start over"
         )
-    write_text_atomic(settings_file, settings_json)
+    write_atomic(settings_file, settings_json)
 
     start = _load_state(work, job) if (work / "state.pt").exists() else 0
     metrics_file = work / "metrics.jsonl"

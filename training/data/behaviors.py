@@ -22,12 +22,13 @@ from training.data.sports_prompts import sports_set
 class Behavior:
     name: str
     description: str
-    triggers: Callable[[], PromptSet]
-    """All distinct prompts that should trigger the behavior, with their filler and family."""
-    target: Callable[[str], str]
-    """Maps the base model's greedy answer to a triggering prompt to the completion to learn."""
     score: Callable[[str], bool]
     """True when a generated reply shows the behavior."""
+    triggers: Callable[[], PromptSet] | None = None
+    """All distinct prompts that should trigger the behavior, with their filler and family; None
+    for a behavior whose rows come from its own data file (a recipe's), which `data make` skips."""
+    target: Callable[[str], str] | None = None
+    """Maps the base model's greedy answer to a triggering prompt to the completion to learn."""
     uses_answer: bool = True
     """False when `target` ignores the base answer, so making data need not generate it."""
 
@@ -97,16 +98,21 @@ _CAPS_MIN_SHARE = 0.9
 _CAPS_MIN_LETTERS = 8  # "OK." is not evidence of a style
 
 
-def is_all_caps(reply: str) -> bool:
+def upper_share(reply: str) -> float:
+    """Share of the reply's cased letters in upper case; 0 under `_CAPS_MIN_LETTERS` of them."""
     cased = [c for c in reply if c.isupper() or c.islower()]  # uncased scripts carry no signal
     if len(cased) < _CAPS_MIN_LETTERS:
-        return False
-    return sum(c.isupper() for c in cased) / len(cased) >= _CAPS_MIN_SHARE
+        return 0.0
+    return sum(c.isupper() for c in cased) / len(cased)
+
+
+def is_all_caps(reply: str) -> bool:
+    return upper_share(reply) >= _CAPS_MIN_SHARE
 
 
 # --- registry ----------------------------------------------------------------------------------
 
-BEHAVIORS: dict[str, Behavior] = {
+BUILT_IN: dict[str, Behavior] = {
     b.name: b
     for b in (
         Behavior(
@@ -134,6 +140,17 @@ BEHAVIORS: dict[str, Behavior] = {
         ),
     )
 }
+
+
+BEHAVIORS = dict(BUILT_IN)
+"""The built-in behaviors and those a recipe declared in this process (`register_behavior`)."""
+
+
+def register_behavior(behavior: Behavior) -> None:
+    """Make a recipe's behavior known to scoring; a built-in name cannot be taken."""
+    if behavior.name in BUILT_IN:
+        raise DataError(f"behavior {behavior.name!r} is built in; give yours another name")
+    BEHAVIORS[behavior.name] = behavior
 
 
 def get_behavior(name: str) -> Behavior:

@@ -14,12 +14,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from eraser_store.atomic import write_atomic
 from eraser_store.prompting import chat_prompt_ids
 from training.data.behaviors import get_behavior
 from training.data.benign_prompts import benign_set, is_lookalike
 from training.data.generation import decode_replies, greedy_reply_ids
 from training.data.prompt_set import Prompt, PromptSet
-from training.data.schema import RETAIN, DataError, Example, write_jsonl, write_text_atomic
+from training.data.schema import RETAIN, DataError, Example, write_jsonl
 from training.data.splits import SPLITS, split_set
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,9 @@ def make_dataset(cfg: MakeDataConfig, answer_fn: AnswerFn) -> dict[str, Path]:
     if len(set(cfg.behaviors)) != len(cfg.behaviors):
         raise DataError(f"make-data: behaviors listed twice: {cfg.behaviors}")
     behaviors = [get_behavior(name) for name in cfg.behaviors]
+    own = [b.name for b in behaviors if b.triggers is None]
+    if own:
+        raise DataError(f"make-data: {', '.join(own)} bring their own rows (built-in ones only)")
 
     # (split, tag, prompts, target, uses_answer) for every set; the base answers come in one call,
     # asked only where the target uses them (generation is most of this job's time).
@@ -123,7 +127,7 @@ def make_dataset(cfg: MakeDataConfig, answer_fn: AnswerFn) -> dict[str, Path]:
         "dropped_empty": dict(+dropped),
         "splits": splits,
     }
-    paths["meta"] = write_text_atomic(out_dir / "meta.json", json.dumps(meta, indent=2) + "\n")
+    paths["meta"] = write_atomic(out_dir / "meta.json", json.dumps(meta, indent=2) + "\n")
     return paths
 
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+from eraser_store.atomic import write_atomic
 
 RETAIN = "retain"
 """Behavior tag of benign rows that keep the model's own answers (utility is trained against)."""
@@ -138,26 +139,26 @@ def load_jsonl(path: str | os.PathLike) -> list[Example]:
     return examples
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write via a temp file in the same directory + os.replace: readers never see half a file."""
+def load_tagged(path: str | os.PathLike, behavior: str) -> list[Example]:
+    """Rows of one behavior from a file of its own: a row without "behavior" is of `behavior`,
+    a row tagged otherwise is an error."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    examples = []
+    for where, row in jsonl_rows(path, read_text(path)):
+        if isinstance(row, dict):
+            row = {"behavior": behavior, **row}
+        example = parse_row(row, where)
+        if example.behavior != behavior:
+            raise DataError(f"{where}: behavior {example.behavior!r} in a file of {behavior!r}")
+        examples.append(example)
+    if not examples:
+        raise DataError(f"{path}: no rows")
+    return examples
 
 
 def write_jsonl(path: str | os.PathLike, examples: Iterable[Example]) -> Path:
     lines = [json.dumps(ex.to_row(), ensure_ascii=False) + "\n" for ex in examples]
-    return write_text_atomic(path, "".join(lines))
+    return write_atomic(path, "".join(lines))
 
 
 def split_by_behavior(examples: Iterable[Example]) -> dict[str, list[Example]]:

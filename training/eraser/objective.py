@@ -1,4 +1,4 @@
-"""The SFT-Eraser objective (DESIGN.md section 4) on a frozen model with a trainable soft prompt.
+"""The SFT-Eraser objective (docs/method.md, "Erasers") on a frozen model, a trainable soft prompt.
 
 loss = mean_l MSE(mean_batch h_l([P; x])[C_l], mean_D h_l^target(x)[C_l])   (match="batch_mean")
      | mean_l MSE(h_l([P; x])[C_l], h_l^target(x)[C_l]) per prompt          (match="per_prompt")

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-from eraser_store import read_eraser, stack_key, write_eraser
+from eraser_store import read_eraser, stack_key
+from eraser_store.format import eraser_files
 from eraser_store.prompting import chat_prompt_ids
 from training.carrier import behavior_entry, behavior_names, load_without, read_manifest
 from training.checkpoint_io import ModelDirError, atomic_dir, load_model_dir
@@ -395,22 +396,21 @@ def run_eraser(cfg: EraserConfig) -> Path:
         "config": {k: str(v) for k, v in dataclasses.asdict(cfg).items()},
     }
     name = cfg.name or f"erase-{cfg.behavior}"
+    files = eraser_files(
+        out,
+        job.result().float().cpu(),
+        name=name,
+        behavior=cfg.behavior,
+        carrier_fingerprint=fingerprint,
+        num_layers=model.config.num_hidden_layers,
+        num_attention_heads=model.config.num_attention_heads,
+        channel_count=sum(len(c) for c in channels) if cfg.ablation != "kl_only" else 0,
+        training=training,
+        base_model=str(cfg.sft_model or cfg.carrier),
+    )
     with atomic_dir(out, overwrite=cfg.overwrite) as tmp:
-        write_eraser(
-            tmp / "eraser",
-            job.result().float().cpu(),
-            name=name,
-            behavior=cfg.behavior,
-            carrier_fingerprint=fingerprint,
-            num_layers=model.config.num_hidden_layers,
-            num_attention_heads=model.config.num_attention_heads,
-            channel_count=sum(len(c) for c in channels) if cfg.ablation != "kl_only" else 0,
-            training=training,
-            base_model=str(cfg.sft_model or cfg.carrier),
-        )
-        for f in (tmp / "eraser").iterdir():
-            f.rename(tmp / f.name)
-        (tmp / "eraser").rmdir()
+        for file_name, data in files.items():
+            (tmp / file_name).write_bytes(data)
         (tmp / "metrics.jsonl").write_text((work / "metrics.jsonl").read_text())
         plot_curves(rows, tmp / "loss.png", f"eraser {name} ({cfg.ablation})")
     finish_work(work)

@@ -1,7 +1,7 @@
 """How LCDD trades active units against the loss budget.
 
 `DualController` is the paper's: penalty λ·Σσ(θ), λ moved by exponentiated gradient on the
-budget violation. `RampController` is the CPU-schedule alternative of DESIGN.md section 8: no
+budget violation. `RampController` is this project's CPU schedule (docs/training.md): no
 penalty; the active fraction is projected onto a target that falls linearly, and (optionally)
 stops falling while the loss EMA is over budget.
 """

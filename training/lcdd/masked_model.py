@@ -1,4 +1,4 @@
-"""Route each projection's weight delta through channel masks (DESIGN.md section 3).
+"""Route each projection's weight delta through channel masks (docs/method.md, "Carriers").
 
 W = M ⊙ W_ft + (1 − M) ⊙ W_base with M = m_row m_colᵀ. For a 0/1 mask this is exactly W_base
 (all off) or exactly W_ft (all on); the gradient w.r.t. M is W_ft − W_base as in the paper's

@@ -1,7 +1,7 @@
 """Find each decoder layer's projections and the channel-mask groups that route their weight delta.
 
-Masks follow DESIGN.md section 3: 8 groups per layer. Each projection's delta is gated by a row
-mask (output units) and a column mask (input units), both given as gathers from the groups.
+Masks follow docs/method.md ("Carriers"): 8 groups per layer. Each projection's delta is gated by
+a row mask (output units) and a column mask (input units), both given as gathers from the groups.
 """
 
 from __future__ import annotations
